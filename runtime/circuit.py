@@ -1,0 +1,134 @@
+"""Circuit breaker: stop calling a dependency that keeps failing.
+
+Closed → (``failure_threshold`` consecutive failures) → open → (after
+``recovery_timeout``) → half-open → (``success_threshold`` successes) → closed.
+Any failure while half-open opens the circuit again. While open, calls fail
+fast with :class:`~queue_runtime.errors.CircuitOpenError` carrying
+``retry_after`` (seconds until the next probe is allowed).
+
+Only failures that say something about the dependency's health count:
+transient errors. A permanent error (bad input, missing queue) is the
+caller's problem and leaves the breaker alone.
+
+Example:
+    >>> from queue_runtime.circuit import CircuitBreaker, CircuitBreakerConfig
+    >>> from queue_runtime.clock import ManualClock
+    >>> breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=2), ManualClock())
+    >>> breaker.record_failure(); breaker.record_failure()
+    >>> breaker.state
+    <CircuitState.OPEN: 'open'>
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+from queue_runtime.clock import Clock, SystemClock
+from queue_runtime.errors import CircuitOpenError, ConfigurationError
+
+__all__ = ["CircuitBreaker", "CircuitBreakerConfig", "CircuitState"]
+
+
+class CircuitState(enum.StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerConfig:
+    """Thresholds of a circuit breaker (spec defaults: 5 failures, 30 s, 3 successes)."""
+
+    enabled: bool = True
+    failure_threshold: int = 5
+    recovery_timeout: float = 30.0
+    success_threshold: int = 3
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.recovery_timeout):
+            raise ConfigurationError(
+                "must be a finite number", field="circuit_breaker.recovery_timeout"
+            )
+        if self.failure_threshold < 1:
+            raise ConfigurationError(
+                "must be at least 1", field="circuit_breaker.failure_threshold"
+            )
+        if self.recovery_timeout < 0:
+            raise ConfigurationError(
+                "must not be negative", field="circuit_breaker.recovery_timeout"
+            )
+        if self.success_threshold < 1:
+            raise ConfigurationError(
+                "must be at least 1", field="circuit_breaker.success_threshold"
+            )
+
+
+class CircuitBreaker:
+    """The state machine. Single event loop, no awaits inside: safe under concurrency."""
+
+    def __init__(
+        self, config: CircuitBreakerConfig | None = None, clock: Clock | None = None
+    ) -> None:
+        self.config = config or CircuitBreakerConfig()
+        self._clock = clock or SystemClock()
+        self._state = CircuitState.CLOSED
+        self._failures = 0
+        self._successes = 0
+        self._opened_at = 0.0
+
+    @property
+    def state(self) -> CircuitState:
+        """Current state; an open circuit whose timeout passed reads as half-open."""
+        if (
+            self._state is CircuitState.OPEN
+            and self._clock.now() - self._opened_at >= self.config.recovery_timeout
+        ):
+            self._state = CircuitState.HALF_OPEN
+            self._successes = 0
+        return self._state
+
+    def check(self, *, operation: str | None = None, queue: str | None = None) -> None:
+        """Raise :class:`CircuitOpenError` if calls must not be made now."""
+        if not self.config.enabled or self.state is not CircuitState.OPEN:
+            return
+        remaining = self.config.recovery_timeout - (self._clock.now() - self._opened_at)
+        raise CircuitOpenError(
+            "circuit breaker is open after repeated failures",
+            operation=operation,
+            queue=queue,
+            retry_after=max(0.0, remaining),
+        )
+
+    def record_success(self) -> None:
+        if not self.config.enabled:
+            return
+        state = self.state
+        if state is CircuitState.HALF_OPEN:
+            self._successes += 1
+            if self._successes >= self.config.success_threshold:
+                self._state = CircuitState.CLOSED
+                self._failures = 0
+        else:
+            self._failures = 0
+
+    def record_failure(self) -> None:
+        if not self.config.enabled:
+            return
+        state = self.state
+        if state is CircuitState.HALF_OPEN:
+            self._open()
+        elif state is CircuitState.CLOSED:
+            self._failures += 1
+            if self._failures >= self.config.failure_threshold:
+                self._open()
+
+    def _open(self) -> None:
+        self._state = CircuitState.OPEN
+        self._opened_at = self._clock.now()
+        self._failures = 0
+        self._successes = 0
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker(state={self.state.value})"

@@ -1,0 +1,522 @@
+"""The client: one API over every provider, with what no provider should repeat.
+
+:class:`QueueClient` validates names and messages, splits batches to the
+provider's limits, retries transient failures with the configured
+:class:`~queue_runtime.retry.RetryPolicy`, fails fast through a circuit
+breaker when the provider keeps failing, and bounds every call with a
+timeout. Providers only translate.
+
+Example:
+    >>> import asyncio
+    >>> import queue_runtime as qr
+    >>> async def main() -> str:
+    ...     async with await qr.create_client(qr.InMemoryConfig()) as client:
+    ...         await client.send_message("orders", qr.Message(b"{}", session_id="o/r/pull/1"))
+    ...         session = await client.accept_session("orders", timeout=1.0)
+    ...         assert session is not None
+    ...         async with session:
+    ...             msg = await session.receive_message(timeout=1.0)
+    ...             assert msg is not None
+    ...             await session.complete_message(msg.receipt)
+    ...             return session.session_id
+    >>> asyncio.run(main())
+    'o/r/pull/1'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import math
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime
+from types import TracebackType
+from typing import Self, TypeVar
+
+from queue_runtime.circuit import CircuitBreaker
+from queue_runtime.clock import Clock, SystemClock
+from queue_runtime.config import ProviderConfig, QueueConfig, load_config
+from queue_runtime.errors import (
+    MessageTooLargeError,
+    OperationTimeoutError,
+    QueueError,
+    SessionsNotSupportedError,
+    ValidationError,
+)
+from queue_runtime.messages import (
+    Message,
+    MessageId,
+    QueueName,
+    ReceiptHandle,
+    ReceivedMessage,
+    SessionId,
+)
+from queue_runtime.provider import (
+    ProviderType,
+    QueueProvider,
+    SessionProvider,
+    SessionReceiver,
+    SessionSupport,
+    create_provider,
+)
+
+__all__ = ["REQUEUE_COUNT_ATTRIBUTE", "QueueClient", "SessionClient", "create_client"]
+
+T = TypeVar("T")
+
+REQUEUE_COUNT_ATTRIBUTE = "queue_runtime.requeue_count"
+"""Attribute a requeued dead letter carries: how often it was requeued."""
+
+DEFAULT_RECEIVE_BATCH = 10
+
+
+async def create_client(
+    config: QueueConfig | ProviderConfig | None = None, *, clock: Clock | None = None
+) -> QueueClient:
+    """Build a client for ``config``.
+
+    ``config`` may be a full :class:`QueueConfig`, just a provider config
+    (``InMemoryConfig()``, ``AwsSqsConfig(...)``, ...), or ``None`` to load it
+    from ``QUEUE_RUNTIME_CONFIG``/``QUEUE_PROVIDER`` and the environment
+    (:func:`~queue_runtime.config.load_config`). Invalid configuration fails
+    here with :class:`~queue_runtime.errors.ConfigurationError`.
+    """
+    if config is None:
+        config = load_config()
+    elif not isinstance(config, QueueConfig):
+        config = QueueConfig(provider=config)
+    clock = clock or SystemClock()
+    return QueueClient(create_provider(config.provider, clock), config, clock=clock)
+
+
+class QueueClient:
+    """Send, receive and settle messages; accept sessions; manage the DLQ.
+
+    Names and ids may be given as plain ``str``; they are validated. Timeouts
+    are float seconds; ``None`` means the configured default.
+    """
+
+    def __init__(
+        self,
+        provider: QueueProvider,
+        config: QueueConfig | None = None,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self._provider = provider
+        self.config = config or QueueConfig()
+        self._clock: Clock = clock or getattr(provider, "clock", None) or SystemClock()
+        self.circuit = CircuitBreaker(self.config.circuit_breaker, self._clock)
+        """The provider's circuit breaker (state visible for health checks)."""
+        self._closed = False
+
+    # -- capabilities -----------------------------------------------------------
+
+    @property
+    def provider(self) -> QueueProvider:
+        return self._provider
+
+    @property
+    def provider_type(self) -> ProviderType:
+        return self._provider.capabilities.provider_type
+
+    @property
+    def max_batch_size(self) -> int:
+        """Most messages one provider request carries (the client splits larger sends)."""
+        return self._provider.capabilities.max_batch_size
+
+    @property
+    def max_message_size(self) -> int:
+        """Largest message (body plus attributes) in bytes."""
+        return self._provider.capabilities.max_message_size
+
+    def session_support(self, queue: str) -> SessionSupport:
+        """How ``queue`` orders messages by session (native, emulated or none)."""
+        if not isinstance(self._provider, SessionProvider):
+            return SessionSupport.NONE
+        return self._provider.session_support(QueueName(queue))
+
+    # -- sending ----------------------------------------------------------------
+
+    async def send_message(self, queue: str, message: Message) -> MessageId:
+        """Send one message; returns its id."""
+        [message_id] = await self.send_messages(queue, [message])
+        return message_id
+
+    async def send_messages(self, queue: str, messages: Iterable[Message]) -> list[MessageId]:
+        """Send messages in order, split into provider-sized batches; returns their ids.
+
+        Every message is checked before the first request, so an oversize
+        message fails the call with nothing sent. A failure part-way raises
+        after the earlier batches were sent; sending them all again is safe
+        for at-least-once consumers (and SQS FIFO deduplicates by message id).
+        """
+        name = QueueName(queue)
+        batch = list(messages)
+        self._check_messages(name, batch)
+        for chunk in self._chunks(batch):
+            await self._call("send", name, functools.partial(self._provider.send, name, chunk))
+        return [MessageId(message.message_id) for message in batch]
+
+    async def schedule_message(self, queue: str, message: Message, at: datetime) -> MessageId:
+        """Send ``message`` so that it becomes visible at ``at`` (aware datetime)."""
+        return await self.send_message(queue, replace(message, scheduled_enqueue_time=at))
+
+    # -- receiving and settling ---------------------------------------------------
+
+    async def receive_message(
+        self, queue: str, timeout: float | None = None
+    ) -> ReceivedMessage | None:
+        """Wait up to ``timeout`` seconds for one message; ``None`` if none came."""
+        batch = await self.receive_messages(queue, 1, timeout)
+        return batch[0] if batch else None
+
+    async def receive_messages(
+        self, queue: str, max_messages: int = DEFAULT_RECEIVE_BATCH, timeout: float | None = None
+    ) -> list[ReceivedMessage]:
+        """Wait up to ``timeout`` seconds for up to ``max_messages`` messages (peek-lock).
+
+        Returns an empty list when the timeout passes; cancellable. More than
+        the provider's batch limit is capped at the limit.
+        """
+        name = QueueName(queue)
+        count = self._receive_count(max_messages)
+        wait = self._receive_timeout(timeout)
+        return await self._call(
+            "receive", name, lambda: self._provider.receive(name, count, wait), timeout=wait
+        )
+
+    async def complete_message(self, receipt: ReceiptHandle) -> None:
+        """Remove the message for good. Raises InvalidReceiptError if the lock was lost."""
+        await self._call("complete", receipt.queue, lambda: self._provider.complete(receipt))
+
+    async def abandon_message(self, receipt: ReceiptHandle, delay: float | None = None) -> None:
+        """Make the message visible again, at once or after ``delay`` seconds."""
+        if delay is not None and delay < 0:
+            raise ValidationError("must not be negative", field="delay")
+        await self._call("abandon", receipt.queue, lambda: self._provider.abandon(receipt, delay))
+
+    async def dead_letter_message(
+        self, receipt: ReceiptHandle, reason: str, description: str | None = None
+    ) -> None:
+        """Move the message to the DLQ with ``reason`` (short, e.g. an error type) and detail."""
+        if not reason:
+            raise ValidationError("must not be empty", field="reason")
+        await self._call(
+            "dead_letter",
+            receipt.queue,
+            lambda: self._provider.dead_letter(receipt, reason, description),
+        )
+
+    async def renew_message_lock(self, receipt: ReceiptHandle) -> datetime:
+        """Extend the message's lock; returns the new expiry."""
+        return await self._call(
+            "renew_lock", receipt.queue, lambda: self._provider.renew_lock(receipt)
+        )
+
+    # -- sessions ---------------------------------------------------------------
+
+    async def accept_session(
+        self, queue: str, session_id: str | None = None, timeout: float | None = None
+    ) -> SessionClient | None:
+        """Lock the named session, or the next one with messages waiting.
+
+        Returns ``None`` when no session became available within ``timeout``.
+        A named session held by someone else raises SessionLockedError.
+        """
+        name = QueueName(queue)
+        wanted = None if session_id is None else SessionId(session_id)
+        provider = self._provider
+        if not isinstance(provider, SessionProvider) or (
+            provider.session_support(name) is SessionSupport.NONE
+        ):
+            raise SessionsNotSupportedError(
+                "this queue has no sessions", operation="accept_session", queue=name
+            )
+        wait = self._receive_timeout(timeout)
+        receiver = await self._call(
+            "accept_session",
+            name,
+            lambda: provider.accept_session(name, wanted, wait),
+            timeout=wait,
+        )
+        return None if receiver is None else SessionClient(self, name, receiver)
+
+    # -- dead-letter queue ------------------------------------------------------
+
+    async def receive_dead_letters(
+        self, queue: str, max_messages: int = DEFAULT_RECEIVE_BATCH, timeout: float | None = None
+    ) -> list[ReceivedMessage]:
+        """Peek-lock messages from ``queue``'s DLQ; completing one removes it from the DLQ."""
+        name = QueueName(queue)
+        count = self._receive_count(max_messages)
+        wait = self._receive_timeout(timeout)
+        return await self._call(
+            "receive_dead_letters",
+            name,
+            lambda: self._provider.receive_dead_letters(name, count, wait),
+            timeout=wait,
+        )
+
+    async def peek_dead_letters(self, queue: str, max_messages: int = 100) -> list[ReceivedMessage]:
+        """Read up to ``max_messages`` DLQ messages with their reasons, without locking them."""
+        name = QueueName(queue)
+        return await self._call(
+            "peek_dead_letters", name, lambda: self._provider.peek_dead_letters(name, max_messages)
+        )
+
+    async def requeue_dead_letters(
+        self,
+        queue: str,
+        *,
+        predicate: Callable[[ReceivedMessage], bool] | None = None,
+        max_messages: int | None = None,
+        timeout: float = 1.0,
+    ) -> int:
+        """Send dead letters back to ``queue``; returns how many were requeued.
+
+        Each message is sent first (same id, body, session id and attributes,
+        plus ``queue_runtime.requeue_count``) and removed from the DLQ only
+        after the send succeeded: a crash in between duplicates, never loses.
+        Messages the ``predicate`` rejects stay in the DLQ.
+        """
+        name = QueueName(queue)
+        requeued = 0
+        skipped: list[ReceivedMessage] = []
+        seen: set[str] = set()
+        try:
+            while max_messages is None or requeued < max_messages:
+                want = DEFAULT_RECEIVE_BATCH
+                if max_messages is not None:
+                    want = min(want, max_messages - requeued)
+                batch = await self.receive_dead_letters(name, want, timeout)
+                fresh = [m for m in batch if m.message_id not in seen]
+                if not fresh:
+                    skipped.extend(batch)
+                    break
+                for message in fresh:
+                    seen.add(message.message_id)
+                    if predicate is not None and not predicate(message):
+                        skipped.append(message)
+                        continue
+                    count = int(message.attributes.get(REQUEUE_COUNT_ATTRIBUTE, "0")) + 1
+                    copy = message.to_message(
+                        attributes={**message.attributes, REQUEUE_COUNT_ATTRIBUTE: str(count)}
+                    )
+                    await self.send_message(name, copy)
+                    await self.complete_message(message.receipt)
+                    requeued += 1
+        finally:
+            for message in skipped:
+                # if this fails, its lock runs out and it is visible in the DLQ again
+                with contextlib.suppress(QueueError):
+                    await self.abandon_message(message.receipt)
+        return requeued
+
+    async def purge_dead_letters(self, queue: str) -> int:
+        """Delete everything in ``queue``'s DLQ; returns how many messages were removed."""
+        name = QueueName(queue)
+        return await self._call(
+            "purge_dead_letters", name, lambda: self._provider.purge_dead_letters(name)
+        )
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the provider and its connections. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            await self._provider.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"QueueClient(provider={self.provider_type.value})"
+
+    # -- internals ----------------------------------------------------------------
+
+    async def _call(
+        self,
+        operation: str,
+        queue: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        timeout: float | None = None,
+    ) -> T:
+        """Run one provider call with the circuit breaker, a timeout and retries."""
+        if self._closed:
+            raise QueueError("the client is closed", operation=operation, queue=queue)
+        limit = self.config.timeouts.send + (timeout or 0.0)
+        retry = self.config.retry
+        attempt = 1
+        while True:
+            self.circuit.check(operation=operation, queue=queue)
+            try:
+                async with asyncio.timeout(limit) as deadline:
+                    result = await call()
+            except TimeoutError as exc:
+                if not deadline.expired():
+                    raise
+                error: QueueError = OperationTimeoutError(
+                    f"no answer within {limit:g} s", operation=operation, queue=queue
+                )
+                error.__cause__ = exc
+            except QueueError as exc:
+                error = exc.with_context(operation=operation, queue=queue)
+            else:
+                self.circuit.record_success()
+                return result
+            if error.transient:
+                self.circuit.record_failure()
+            if not retry.should_retry(error, attempt):
+                raise error
+            await self._clock.sleep(retry.delay(attempt, error))
+            attempt += 1
+
+    def _check_messages(self, queue: QueueName, messages: Sequence[Message]) -> None:
+        limit = self.max_message_size
+        unordered = self.session_support(queue) is SessionSupport.NONE
+        for message in messages:
+            if not isinstance(message, Message):
+                raise ValidationError(
+                    f"expected a Message, got {type(message).__name__}", field="messages"
+                )
+            if message.size > limit:
+                raise MessageTooLargeError(
+                    message.size,
+                    limit,
+                    operation="send",
+                    queue=queue,
+                    message_id=message.message_id,
+                )
+            if unordered and message.session_id is not None:
+                raise SessionsNotSupportedError(
+                    f"queue {queue!r} has no sessions, but the message has session id "
+                    f"{message.session_id!r}",
+                    operation="send",
+                    queue=queue,
+                    message_id=message.message_id,
+                )
+
+    def _chunks(self, messages: Sequence[Message]) -> Iterable[list[Message]]:
+        """Split into batches within both the count and the byte limit."""
+        chunk: list[Message] = []
+        size = 0
+        for message in messages:
+            if chunk and (
+                len(chunk) >= self.max_batch_size or size + message.size > self.max_message_size
+            ):
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(message)
+            size += message.size
+        if chunk:
+            yield chunk
+
+    def _receive_count(self, max_messages: int) -> int:
+        if not isinstance(max_messages, int) or isinstance(max_messages, bool) or max_messages < 1:
+            raise ValidationError(
+                f"must be a positive integer, got {max_messages!r}", field="max_messages"
+            )
+        return min(max_messages, self.max_batch_size)
+
+    def _receive_timeout(self, timeout: float | None) -> float:
+        if timeout is None:
+            return self.config.timeouts.receive
+        if not 0 <= timeout < math.inf:
+            raise ValidationError(
+                f"must be a non-negative number, got {timeout!r}", field="timeout"
+            )
+        return float(timeout)
+
+
+class SessionClient:
+    """A locked session. Use as an async context manager so the lock is always released.
+
+    Messages received here are settled here (or through the client).
+    """
+
+    def __init__(self, client: QueueClient, queue: QueueName, receiver: SessionReceiver) -> None:
+        self._client = client
+        self._receiver = receiver
+        self.queue = queue
+
+    @property
+    def session_id(self) -> SessionId:
+        return self._receiver.session_id
+
+    @property
+    def locked_until(self) -> datetime:
+        """When the session lock expires unless renewed."""
+        return self._receiver.locked_until
+
+    async def receive_message(self, timeout: float | None = None) -> ReceivedMessage | None:
+        """The session's next message, or ``None`` after ``timeout`` seconds."""
+        batch = await self.receive_messages(1, timeout)
+        return batch[0] if batch else None
+
+    async def receive_messages(
+        self, max_messages: int = DEFAULT_RECEIVE_BATCH, timeout: float | None = None
+    ) -> list[ReceivedMessage]:
+        """Up to ``max_messages`` of the session's next messages, in order."""
+        client = self._client
+        count = client._receive_count(max_messages)
+        wait = client._receive_timeout(timeout)
+        return await client._call(
+            "session_receive",
+            self.queue,
+            lambda: self._receiver.receive(count, wait),
+            timeout=wait,
+        )
+
+    async def complete_message(self, receipt: ReceiptHandle) -> None:
+        await self._client.complete_message(receipt)
+
+    async def abandon_message(self, receipt: ReceiptHandle, delay: float | None = None) -> None:
+        await self._client.abandon_message(receipt, delay)
+
+    async def dead_letter_message(
+        self, receipt: ReceiptHandle, reason: str, description: str | None = None
+    ) -> None:
+        await self._client.dead_letter_message(receipt, reason, description)
+
+    async def renew_session_lock(self) -> datetime:
+        """Extend the session lock; returns the new expiry."""
+        return await self._client._call("renew_session_lock", self.queue, self._receiver.renew_lock)
+
+    async def get_state(self) -> bytes | None:
+        """The session's state blob (``None`` if never set)."""
+        return await self._client._call("get_state", self.queue, self._receiver.get_state)
+
+    async def set_state(self, state: bytes | None) -> None:
+        """Replace the session's state blob (``None`` clears it)."""
+        await self._client._call("set_state", self.queue, lambda: self._receiver.set_state(state))
+
+    async def close(self) -> None:
+        """Release the session; its unsettled messages become available again at once."""
+        await self._receiver.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"SessionClient(queue={self.queue!r}, session_id={self.session_id!r})"

@@ -1,0 +1,192 @@
+"""What a provider must do: the small interface every adapter implements.
+
+Providers only translate between this interface and their service; retry,
+circuit breaking, validation of user input, encryption and telemetry live in
+:class:`~queue_runtime.client.QueueClient`. Each provider call maps to (at
+most) one service request, so ``send`` never receives more than
+``capabilities.max_batch_size`` messages — the client splits.
+
+Providers are found through a registry keyed by the config's ``kind``; the
+built-in adapters are imported lazily so that ``import queue_runtime`` works
+without the cloud SDKs installed.
+
+Example:
+    >>> from queue_runtime.provider import SessionSupport
+    >>> SessionSupport.EMULATED.value
+    'emulated'
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from queue_runtime.clock import Clock
+from queue_runtime.errors import ConfigurationError
+from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
+
+__all__ = [
+    "Capabilities",
+    "ProviderType",
+    "QueueProvider",
+    "SessionProvider",
+    "SessionReceiver",
+    "SessionSupport",
+    "create_provider",
+    "register_provider",
+]
+
+
+class ProviderType(enum.StrEnum):
+    """Which service is behind the client; values are OTel ``messaging.system`` names."""
+
+    MEMORY = "memory"
+    AWS_SQS = "aws_sqs"
+    AZURE_SERVICE_BUS = "servicebus"
+
+
+class SessionSupport(enum.StrEnum):
+    """How a queue orders messages by session."""
+
+    NATIVE = "native"
+    """Sessions are a service feature with their own locks (Azure Service Bus)."""
+    EMULATED = "emulated"
+    """Ordered groups the runtime turns into sessions (SQS FIFO, in-memory default)."""
+    NONE = "none"
+    """No ordering by session (standard SQS queues)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """Fixed facts about a provider."""
+
+    provider_type: ProviderType
+    max_batch_size: int
+    max_message_size: int
+
+
+class SessionReceiver(Protocol):
+    """A locked session: only its holder receives the session's messages."""
+
+    @property
+    def session_id(self) -> SessionId: ...
+
+    @property
+    def locked_until(self) -> datetime: ...
+
+    async def receive(self, max_messages: int, timeout: float) -> list[ReceivedMessage]: ...
+
+    async def renew_lock(self) -> datetime: ...
+
+    async def get_state(self) -> bytes | None: ...
+
+    async def set_state(self, state: bytes | None) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class QueueProvider(Protocol):
+    """Peek-lock queue operations. Receipts are settled through the provider that issued them."""
+
+    @property
+    def provider_id(self) -> str:
+        """Unique per provider instance; stamped into every receipt it issues."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def session_support(self, queue: QueueName) -> SessionSupport: ...
+
+    async def send(self, queue: QueueName, messages: Sequence[Message]) -> None:
+        """Send up to ``max_batch_size`` messages in one request."""
+        ...
+
+    async def receive(
+        self, queue: QueueName, max_messages: int, timeout: float
+    ) -> list[ReceivedMessage]:
+        """Wait up to ``timeout`` seconds for messages; an empty list when none came."""
+        ...
+
+    async def complete(self, receipt: ReceiptHandle) -> None: ...
+
+    async def abandon(self, receipt: ReceiptHandle, delay: float | None = None) -> None: ...
+
+    async def dead_letter(
+        self, receipt: ReceiptHandle, reason: str, description: str | None = None
+    ) -> None: ...
+
+    async def renew_lock(self, receipt: ReceiptHandle) -> datetime:
+        """Extend the lock; returns the new expiry (and updates the receipt)."""
+        ...
+
+    async def receive_dead_letters(
+        self, queue: QueueName, max_messages: int, timeout: float
+    ) -> list[ReceivedMessage]:
+        """Peek-lock messages from ``queue``'s DLQ; complete removes them from it."""
+        ...
+
+    async def peek_dead_letters(self, queue: QueueName, max_messages: int) -> list[ReceivedMessage]:
+        """Read DLQ messages without locking them."""
+        ...
+
+    async def purge_dead_letters(self, queue: QueueName) -> int:
+        """Delete everything in ``queue``'s DLQ; returns how many were removed (if known)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class SessionProvider(QueueProvider, Protocol):
+    """A provider that can lock sessions."""
+
+    async def accept_session(
+        self, queue: QueueName, session_id: SessionId | None, timeout: float
+    ) -> SessionReceiver | None:
+        """Lock a named session, or the next available one; ``None`` if none in time."""
+        ...
+
+
+ProviderFactory = Callable[[Any, Clock], QueueProvider]
+
+_FACTORIES: dict[str, ProviderFactory | str] = {
+    "memory": "queue_runtime.providers.memory:create_provider",
+    "aws": "queue_runtime.providers.aws:create_provider",
+    "azure": "queue_runtime.providers.azure:create_provider",
+}
+
+
+def register_provider(kind: str, factory: ProviderFactory) -> None:
+    """Make ``factory(config, clock)`` build the provider for configs whose ``kind`` is ``kind``."""
+    _FACTORIES[kind] = factory
+
+
+def create_provider(config: Any, clock: Clock) -> QueueProvider:
+    """Build the provider for ``config`` (an ``InMemoryConfig``, ``AwsSqsConfig``, ...)."""
+    kind = str(getattr(config, "kind", ""))
+    factory = _FACTORIES.get(kind)
+    if factory is None:
+        raise ConfigurationError(
+            f"no provider for {type(config).__name__}; known kinds: {', '.join(_FACTORIES)}",
+            field="provider",
+        )
+    if isinstance(factory, str):
+        module_name, _, attribute = factory.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"the {kind!r} provider needs an optional extra: "
+                f"pip install 'queue-runtime[{kind}]' ({exc})",
+                field="provider",
+            ) from exc
+        factory = getattr(module, attribute)
+        assert callable(factory)
+        _FACTORIES[kind] = factory
+    return factory(config, clock)

@@ -1,0 +1,213 @@
+"""Circuit breaker state machine (spec §7) driven by a manual clock."""
+
+from __future__ import annotations
+
+import pytest
+
+import queue_runtime as qr
+from queue_runtime.circuit import CircuitBreaker, CircuitBreakerConfig, CircuitState
+
+
+@pytest.fixture
+def clock() -> qr.ManualClock:
+    return qr.ManualClock(start=5_000.0)
+
+
+@pytest.fixture
+def breaker(clock: qr.ManualClock) -> CircuitBreaker:
+    return CircuitBreaker(CircuitBreakerConfig(), clock)
+
+
+def state_of(breaker: CircuitBreaker) -> CircuitState:
+    """The state, read through a call so that mypy does not narrow it between reads."""
+    return breaker.state
+
+
+def fail(breaker: CircuitBreaker, times: int) -> None:
+    for _ in range(times):
+        breaker.record_failure()
+
+
+def open_circuit(breaker: CircuitBreaker) -> None:
+    fail(breaker, 5)
+    assert state_of(breaker) is CircuitState.OPEN
+
+
+def test_default_config_matches_spec() -> None:
+    config = CircuitBreakerConfig()
+    assert config.enabled is True
+    assert config.failure_threshold == 5
+    assert config.recovery_timeout == 30.0
+    assert config.success_threshold == 3
+
+
+def test_starts_closed_and_allows_calls(breaker: CircuitBreaker) -> None:
+    assert state_of(breaker) is CircuitState.CLOSED
+    breaker.check()
+
+
+def test_four_consecutive_failures_keep_it_closed(breaker: CircuitBreaker) -> None:
+    fail(breaker, 4)
+    assert state_of(breaker) is CircuitState.CLOSED
+    breaker.check()
+
+
+def test_fifth_consecutive_failure_opens_it(breaker: CircuitBreaker) -> None:
+    fail(breaker, 5)
+    assert state_of(breaker) is CircuitState.OPEN
+    with pytest.raises(qr.CircuitOpenError):
+        breaker.check()
+
+
+def test_success_resets_the_failure_count(breaker: CircuitBreaker) -> None:
+    fail(breaker, 4)
+    breaker.record_success()
+    fail(breaker, 4)
+    assert state_of(breaker) is CircuitState.CLOSED
+    breaker.record_failure()
+    assert state_of(breaker) is CircuitState.OPEN
+
+
+def test_open_check_raises_with_remaining_seconds(
+    breaker: CircuitBreaker, clock: qr.ManualClock
+) -> None:
+    open_circuit(breaker)
+    with pytest.raises(qr.CircuitOpenError) as info:
+        breaker.check(operation="send", queue="orders")
+    assert info.value.retry_after == pytest.approx(30.0)
+    assert info.value.operation == "send"
+    assert info.value.queue == "orders"
+    assert info.value.transient is True
+
+    clock.advance(12.5)
+    with pytest.raises(qr.CircuitOpenError) as info:
+        breaker.check()
+    assert info.value.retry_after == pytest.approx(17.5)
+
+
+def test_stays_open_until_recovery_timeout(breaker: CircuitBreaker, clock: qr.ManualClock) -> None:
+    open_circuit(breaker)
+    clock.advance(29.9)
+    assert state_of(breaker) is CircuitState.OPEN
+    with pytest.raises(qr.CircuitOpenError) as info:
+        breaker.check()
+    assert info.value.retry_after == pytest.approx(0.1)
+
+
+def test_becomes_half_open_after_thirty_seconds(
+    breaker: CircuitBreaker, clock: qr.ManualClock
+) -> None:
+    open_circuit(breaker)
+    clock.advance(30.0)
+    assert state_of(breaker) is CircuitState.HALF_OPEN
+    breaker.check()  # probes are let through
+
+
+def test_half_open_closes_after_three_successes(
+    breaker: CircuitBreaker, clock: qr.ManualClock
+) -> None:
+    open_circuit(breaker)
+    clock.advance(30.0)
+    breaker.record_success()
+    breaker.record_success()
+    assert state_of(breaker) is CircuitState.HALF_OPEN
+    breaker.record_success()
+    assert state_of(breaker) is CircuitState.CLOSED
+
+
+def test_closed_after_recovery_needs_five_new_failures(
+    breaker: CircuitBreaker, clock: qr.ManualClock
+) -> None:
+    open_circuit(breaker)
+    clock.advance(30.0)
+    for _ in range(3):
+        breaker.record_success()
+    fail(breaker, 4)
+    assert state_of(breaker) is CircuitState.CLOSED
+    breaker.record_failure()
+    assert state_of(breaker) is CircuitState.OPEN
+
+
+@pytest.mark.parametrize("successes_first", [0, 1, 2])
+def test_any_half_open_failure_reopens(
+    breaker: CircuitBreaker, clock: qr.ManualClock, successes_first: int
+) -> None:
+    open_circuit(breaker)
+    clock.advance(30.0)
+    for _ in range(successes_first):
+        breaker.record_success()
+    breaker.record_failure()
+    assert state_of(breaker) is CircuitState.OPEN
+    with pytest.raises(qr.CircuitOpenError) as info:
+        breaker.check()
+    # a full new recovery period starts at the reopening
+    assert info.value.retry_after == pytest.approx(30.0)
+
+
+def test_reopened_circuit_half_opens_again_after_another_timeout(
+    breaker: CircuitBreaker, clock: qr.ManualClock
+) -> None:
+    open_circuit(breaker)
+    clock.advance(30.0)
+    breaker.record_failure()
+    clock.advance(29.0)
+    assert state_of(breaker) is CircuitState.OPEN
+    clock.advance(1.0)
+    assert state_of(breaker) is CircuitState.HALF_OPEN
+
+
+def test_half_open_success_count_starts_fresh_each_time(
+    breaker: CircuitBreaker, clock: qr.ManualClock
+) -> None:
+    open_circuit(breaker)
+    clock.advance(30.0)
+    breaker.record_success()
+    breaker.record_success()
+    breaker.record_failure()  # reopen with two successes recorded before
+    clock.advance(30.0)
+    breaker.record_success()
+    assert state_of(breaker) is CircuitState.HALF_OPEN
+
+
+def test_custom_thresholds(clock: qr.ManualClock) -> None:
+    breaker = CircuitBreaker(
+        CircuitBreakerConfig(failure_threshold=2, recovery_timeout=5.0, success_threshold=1),
+        clock,
+    )
+    fail(breaker, 2)
+    assert state_of(breaker) is CircuitState.OPEN
+    clock.advance(5.0)
+    breaker.record_success()
+    assert state_of(breaker) is CircuitState.CLOSED
+
+
+def test_disabled_breaker_never_fails_fast(clock: qr.ManualClock) -> None:
+    breaker = CircuitBreaker(CircuitBreakerConfig(enabled=False), clock)
+    fail(breaker, 50)
+    breaker.check()  # no CircuitOpenError
+
+
+def test_disabled_breaker_never_reports_open(clock: qr.ManualClock) -> None:
+    breaker = CircuitBreaker(CircuitBreakerConfig(enabled=False), clock)
+    fail(breaker, 50)
+    assert state_of(breaker) is CircuitState.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"failure_threshold": 0}, "circuit_breaker.failure_threshold"),
+        ({"recovery_timeout": -1.0}, "circuit_breaker.recovery_timeout"),
+        ({"success_threshold": 0}, "circuit_breaker.success_threshold"),
+    ],
+)
+def test_invalid_config_raises_configuration_error(changes: dict[str, float], field: str) -> None:
+    with pytest.raises(qr.ConfigurationError) as info:
+        CircuitBreakerConfig(**changes)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_repr_shows_state(breaker: CircuitBreaker) -> None:
+    assert repr(breaker) == "CircuitBreaker(state=closed)"
+    open_circuit(breaker)
+    assert repr(breaker) == "CircuitBreaker(state=open)"
