@@ -1,0 +1,73 @@
+"""The in-memory provider in the contract suite, in both session modes."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+import queue_runtime as qr
+from queue_runtime.clock import to_datetime
+from queue_runtime.providers.memory import InMemoryProvider
+
+from .harness import close_sessions
+
+_names = itertools.count(1)
+
+
+class MemoryHarness:
+    lock_duration = 30.0
+    max_delivery_count = 5
+
+    def __init__(self, session_mode: str = "emulated") -> None:
+        self.clock = qr.ManualClock()
+        config = qr.InMemoryConfig(
+            session_mode=session_mode,  # type: ignore[arg-type]
+            lock_duration=self.lock_duration,
+            max_delivery_count=self.max_delivery_count,
+        )
+        self.provider = InMemoryProvider(config, clock=self.clock)
+        self.client = qr.QueueClient(self.provider, clock=self.clock)
+        self._strict: list[qr.QueueClient] = []
+        self.session_queues: set[str] = set()
+        self.open_sessions: list[qr.SessionClient] = []
+
+    async def queue(self, *, sessions: bool = True) -> str:
+        name = f"contract-{next(_names)}"
+        if sessions:
+            self.session_queues.add(name)
+        return name
+
+    async def pass_time(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    def now(self) -> datetime:
+        return to_datetime(self.clock.now())
+
+    def strict_client(self) -> qr.QueueClient:
+        provider = InMemoryProvider(qr.InMemoryConfig(auto_create_queues=False), clock=self.clock)
+        client = qr.QueueClient(provider, clock=self.clock)
+        self._strict.append(client)
+        return client
+
+    async def aclose(self) -> None:
+        await close_sessions(self)
+        for client in self._strict:
+            await client.aclose()
+        await self.client.aclose()
+
+
+@asynccontextmanager
+async def memory_harness(session_mode: str = "emulated") -> AsyncIterator[MemoryHarness]:
+    harness = MemoryHarness(session_mode)
+    try:
+        yield harness
+    finally:
+        await harness.aclose()
+
+
+HARNESSES = {
+    "memory": lambda: memory_harness("emulated"),
+    "memory-native": lambda: memory_harness("native"),
+}
