@@ -119,6 +119,11 @@ class QueueClient:
         return self._provider
 
     @property
+    def clock(self) -> Clock:
+        """The clock the client (and its provider) tells time by."""
+        return self._clock
+
+    @property
     def provider_type(self) -> ProviderType:
         return self._provider.capabilities.provider_type
 

@@ -291,15 +291,15 @@ def test_message_attributes_are_copied_from_the_caller() -> None:
 
 def test_message_session_id_is_validated() -> None:
     with pytest.raises(qr.ValidationError) as info:
-        qr.Message(b"x", session_id="bad\tid")  # type: ignore[arg-type]
+        qr.Message(b"x", session_id="bad\tid")
     assert info.value.field == "session_id"
-    message = qr.Message(b"x", session_id="octo/repo")  # type: ignore[arg-type]
+    message = qr.Message(b"x", session_id="octo/repo")
     assert isinstance(message.session_id, qr.SessionId)
 
 
 def test_message_id_is_validated_in_message() -> None:
     with pytest.raises(qr.ValidationError) as info:
-        qr.Message(b"x", message_id="")  # type: ignore[arg-type]
+        qr.Message(b"x", message_id="")
     assert info.value.field == "message_id"
 
 
@@ -360,7 +360,7 @@ def test_message_size_of_plain_body() -> None:
 
 
 def test_message_repr_does_not_contain_the_body() -> None:
-    message = qr.Message(SECRET_BODY, session_id="s-1")  # type: ignore[arg-type]
+    message = qr.Message(SECRET_BODY, session_id="s-1")
     text = repr(message)
     assert "TOP-SECRET" not in text
     assert "TOP-SECRET" not in str(message)

@@ -1,0 +1,275 @@
+"""The bot: a supervised tree of actors that processes one queue.
+
+::
+
+    Bot
+    ├── ReceiverActor            pulls from the provider, fans out
+    ├── SessionSupervisor
+    │   └── SessionActor x N     one per live session id, strictly in order
+    ├── HandlerSupervisor
+    │   └── Handler x k          user code, one actor per handler class
+    ├── DeadLetterActor          escalation of messages that cannot succeed
+    └── LockRenewer              keeps held messages' and sessions' locks alive
+
+Example:
+    >>> import asyncio
+    >>> import queue_runtime as qr
+    >>> from queue_runtime.actors import Bot, Event, Handler
+    >>> seen: list[str] = []
+    >>> class Issues(Handler):
+    ...     event_types = ("issues",)
+    ...     async def handle(self, event: Event) -> None:
+    ...         seen.append(event.json()["action"])
+    >>> async def main() -> None:
+    ...     client = await qr.create_client(qr.InMemoryConfig())
+    ...     opened = qr.Message.from_json(
+    ...         {"action": "opened"}, attributes={"event_type": "issues"}, session_id="o/r/issues/1"
+    ...     )
+    ...     await client.send_message("events", opened)
+    ...     async with Bot(client, "events", [Issues]) as bot:
+    ...         while bot.stats().completed < 1:
+    ...             await asyncio.sleep(0.01)
+    ...     await client.aclose()
+    >>> asyncio.run(main())
+    >>> seen
+    ['opened']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from queue_runtime.actors.context import BotContext, BotSettings, BotStats, Router
+from queue_runtime.actors.dead_letters import DeadLetterActor
+from queue_runtime.actors.handlers import Handler, HandlerSupervisor
+from queue_runtime.actors.locks import LockRenewer
+from queue_runtime.actors.receiver import ReceiverActor
+from queue_runtime.actors.runtime import AsyncioActorRef
+from queue_runtime.actors.sessions import SessionSupervisor, _Parts
+from queue_runtime.client import QueueClient, create_client
+from queue_runtime.config import ProviderConfig, QueueConfig
+from queue_runtime.messages import QueueName
+from queue_runtime.retry import RetryPolicy
+
+__all__ = ["Bot"]
+
+logger = logging.getLogger("queue_runtime.actors")
+
+
+class Bot:
+    """Processes ``queue`` with ``handlers``: in order per session, at least once.
+
+    ``config_or_client`` is a :class:`~queue_runtime.QueueConfig` (or a
+    provider config) — the bot then creates and closes its own client — or
+    a :class:`~queue_runtime.QueueClient` that the caller keeps owning.
+
+    Settings:
+
+    * ``max_sessions`` — native sessions held at once.
+    * ``session_idle_timeout`` — a session actor (and a native session lock)
+      is released after this many idle seconds.
+    * ``mailbox_size`` — messages a native session pump fetches at a time.
+    * ``max_in_flight`` — received but unsettled messages; pulling pauses above it.
+    * ``drain_timeout`` — how long ``stop()`` lets running handlers finish.
+    * ``max_delivery_count`` — a message failing on this delivery is dead-lettered.
+    * ``retry`` — in-place retries of a failing handler before abandoning.
+    * ``event_type_attribute`` / ``router`` — how the event type is found.
+    * ``unrouted`` — ``"dead_letter"`` (reason ``NoHandler``) or ``"complete"``.
+    * ``permanent_errors`` — exception types dead-lettered at once, like
+      :class:`~queue_runtime.actors.PermanentFailure`.
+    * ``unordered_concurrency`` — lanes for messages without a session id.
+    """
+
+    def __init__(
+        self,
+        config_or_client: QueueClient | QueueConfig | ProviderConfig,
+        queue: str,
+        handlers: Sequence[type[Handler]],
+        *,
+        max_sessions: int = 100,
+        session_idle_timeout: float = 60.0,
+        mailbox_size: int = 10,
+        max_in_flight: int = 1000,
+        drain_timeout: float = 30.0,
+        max_delivery_count: int = 5,
+        retry: RetryPolicy | None = None,
+        event_type_attribute: str = "event_type",
+        router: Router | None = None,
+        unrouted: Literal["dead_letter", "complete"] = "dead_letter",
+        permanent_errors: Sequence[type[BaseException]] = (),
+        unordered_concurrency: int = 32,
+        receive_wait: float = 1.0,
+    ) -> None:
+        self.settings = BotSettings(
+            queue=QueueName(queue),
+            max_sessions=max_sessions,
+            session_idle_timeout=session_idle_timeout,
+            mailbox_size=mailbox_size,
+            max_in_flight=max_in_flight,
+            drain_timeout=drain_timeout,
+            max_delivery_count=max_delivery_count,
+            retry=retry or RetryPolicy(initial_delay=0.5),
+            event_type_attribute=event_type_attribute,
+            router=router,
+            unrouted=unrouted,
+            permanent_errors=tuple(permanent_errors),
+            unordered_concurrency=unordered_concurrency,
+            receive_wait=receive_wait,
+        )
+        self._handler_classes = list(handlers)
+        if not self._handler_classes:
+            raise ValueError("a bot needs at least one handler")
+        self._source = config_or_client
+        self._client: QueueClient | None = (
+            config_or_client if isinstance(config_or_client, QueueClient) else None
+        )
+        self._owns_client = self._client is None
+        self._context: BotContext | None = None
+        self._refs: dict[str, AsyncioActorRef[Any]] = {}
+        self._renewer: LockRenewer | None = None
+        self._stopped = asyncio.Event()
+        self._state: Literal["new", "running", "stopping", "stopped"] = "new"
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the actor tree and begin pulling. Returns at once."""
+        if self._state != "new":
+            raise RuntimeError(f"a bot can be started once (it is {self._state})")
+        self._state = "running"
+        if self._client is None:
+            source = self._source
+            assert not isinstance(source, QueueClient)
+            self._client = await create_client(source)
+        context = self._context = BotContext(self._client, self.settings)
+        renewer = self._renewer = LockRenewer(context)
+        renewer.start()
+        handlers = HandlerSupervisor.start(self._handler_classes)
+        dead_letters = DeadLetterActor.start(context)
+        parts = _Parts(context, handlers, dead_letters, renewer)
+        sessions = SessionSupervisor.start(parts)
+        receiver = ReceiverActor.start(context, sessions, handlers, renewer)
+        self._refs = {
+            "handlers": handlers,
+            "dead_letters": dead_letters,
+            "sessions": sessions,
+            "receiver": receiver,
+        }
+        logger.info("bot started on %s", self.settings.queue)
+
+    async def stop(self) -> None:
+        """Stop gracefully: stop pulling, let running handlers finish within
+        ``drain_timeout``, give back every prefetched message at once, close
+        sessions and (if the bot created it) the client. Idempotent."""
+        if self._state in ("stopping", "stopped"):
+            await self._stopped.wait()
+            return
+        if self._state == "new":
+            self._state = "stopped"
+            self._stopped.set()
+            return
+        self._state = "stopping"
+        context = self._context
+        assert context is not None
+        try:
+            context.draining = True
+            receiver = self._refs["receiver"]
+            await receiver.proxy().stop_pulling()
+            await self._drain(context)
+            sessions = self._refs["sessions"]
+            await receiver.stop()
+            await sessions.stop()
+            await self._refs["handlers"].stop()
+            await self._refs["dead_letters"].stop()
+            if self._renewer is not None:
+                await self._renewer.stop()
+        finally:
+            if self._owns_client and self._client is not None:
+                await self._client.aclose()
+            self._state = "stopped"
+            self._stopped.set()
+            logger.info("bot stopped on %s", self.settings.queue)
+
+    async def run(self) -> None:
+        """Start, then wait until :meth:`stop` is called or SIGINT/SIGTERM arrives."""
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        stopping: asyncio.Task[None] | None = None
+
+        def on_signal() -> None:
+            nonlocal stopping
+            if stopping is None:
+                stopping = loop.create_task(self.stop(), name="bot stop on signal")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, on_signal)
+                installed.append(sig)
+        try:
+            await self.start()
+            await self._stopped.wait()
+            if stopping is not None:
+                await stopping
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            if self._state != "stopped":
+                await self.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- observation ----------------------------------------------------------------
+
+    @property
+    def client(self) -> QueueClient:
+        if self._client is None:
+            raise RuntimeError("the bot has not started")
+        return self._client
+
+    def stats(self) -> BotStats:
+        """A snapshot of the bot's counters."""
+        if self._context is None:
+            return BotStats()
+        snapshot = self._context.stats.copy()
+        handlers = self._refs.get("handlers")
+        actor = handlers._actor_weakref() if handlers is not None else None
+        if isinstance(actor, HandlerSupervisor):
+            snapshot.handler_restarts = actor.restart_count
+        return snapshot
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _drain(self, context: BotContext) -> None:
+        """Wait for in-flight messages to be settled, up to ``drain_timeout``; then interrupt."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_timeout
+        while context.stats.in_flight > 0 and loop.time() < deadline:
+            await context.wait_for_room(min(0.05, max(0.0, deadline - loop.time())))
+        if context.stats.in_flight > 0:
+            logger.warning(
+                "drain timeout: interrupting %d in-flight messages (they are given back)",
+                context.stats.in_flight,
+            )
+            await self._refs["sessions"].proxy().cancel_sessions()
+            await self._refs["handlers"].proxy().interrupt()
+            while context.stats.in_flight > 0:
+                await context.wait_for_room(0.05)
+                if loop.time() > deadline + 5.0:
+                    logger.error("%d messages did not settle after stop", context.stats.in_flight)
+                    break

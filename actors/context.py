@@ -1,0 +1,104 @@
+"""What the actors of one bot share: settings, counters, and the client.
+
+Each actor owns its own state; this is only the read-mostly context every
+actor of a bot needs (the settings it was built with, the client) and the
+counters that ``bot.stats()`` reports. Everything runs on one event loop, so
+counters need no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from queue_runtime.client import QueueClient
+from queue_runtime.messages import QueueName, ReceivedMessage
+from queue_runtime.retry import RetryPolicy
+
+__all__ = ["BotContext", "BotSettings", "BotStats", "Router"]
+
+Router = Callable[[ReceivedMessage], str | None]
+"""Picks the event type of a message; ``None`` means "no handler"."""
+
+
+@dataclass(frozen=True, slots=True)
+class BotSettings:
+    """How a bot behaves; see :class:`~queue_runtime.actors.Bot` for each field."""
+
+    queue: QueueName
+    max_sessions: int = 100
+    session_idle_timeout: float = 60.0
+    mailbox_size: int = 10
+    max_in_flight: int = 1000
+    drain_timeout: float = 30.0
+    max_delivery_count: int = 5
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(initial_delay=0.5))
+    event_type_attribute: str = "event_type"
+    router: Router | None = None
+    unrouted: Literal["dead_letter", "complete"] = "dead_letter"
+    permanent_errors: tuple[type[BaseException], ...] = ()
+    unordered_concurrency: int = 32
+    receive_wait: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_sessions", "mailbox_size", "max_in_flight", "max_delivery_count"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.unordered_concurrency < 1:
+            raise ValueError("unordered_concurrency must be at least 1")
+        for name in ("session_idle_timeout", "drain_timeout", "receive_wait"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if self.unrouted not in ("dead_letter", "complete"):
+            raise ValueError("unrouted must be 'dead_letter' or 'complete'")
+
+
+@dataclass(slots=True)
+class BotStats:
+    """Counters of a bot since it started (a snapshot when returned by ``bot.stats()``)."""
+
+    received: int = 0
+    completed: int = 0
+    retried: int = 0
+    abandoned: int = 0
+    dead_lettered: int = 0
+    in_flight: int = 0
+    active_sessions: int = 0
+    handler_restarts: int = 0
+    lock_renewals: int = 0
+    lost_locks: int = 0
+    settle_failures: int = 0
+
+    def copy(self) -> BotStats:
+        return dataclasses.replace(self)
+
+
+class BotContext:
+    """Settings, client and counters shared by one bot's actors."""
+
+    def __init__(self, client: QueueClient, settings: BotSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.stats = BotStats()
+        self.draining = False
+        """Set when the bot stops: no new work starts, prefetched messages are abandoned."""
+        self._room = asyncio.Event()
+
+    def settled(self, count: int = 1) -> None:
+        """Record that ``count`` in-flight messages were settled (or given up)."""
+        self.stats.in_flight -= count
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake whoever waits in :meth:`wait_for_room` (a message or a session slot freed)."""
+        self._room.set()
+
+    async def wait_for_room(self, timeout: float) -> None:
+        """Wait until something was settled or freed, or ``timeout`` seconds passed."""
+        self._room.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._room.wait(), timeout)

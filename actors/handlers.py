@@ -1,0 +1,198 @@
+"""Handlers: the user's code, as actors, one class per group of event types.
+
+Subclass :class:`Handler`, list the event types it takes, and write
+``async def handle(self, event)``. Returning means "done" (the message is
+completed); raising means "failed, retry"; raising :class:`PermanentFailure`
+(or a type in the bot's ``permanent_errors``) means "this can never succeed:
+dead-letter it now".
+
+A handler instance works on up to ``concurrency`` events at once, never two
+of the same session (the session actor waits for each answer). Set
+``concurrency = 1`` for strictly one event at a time. State kept on the
+handler lives as long as the actor; a crashed handler is restarted fresh.
+
+Example:
+    >>> from queue_runtime.actors import Event, Handler
+    >>> class PullRequests(Handler):
+    ...     event_types = ("pull_request",)
+    ...     async def handle(self, event: Event) -> None:
+    ...         payload = event.json()
+    ...         print(payload["action"], event.session_id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ClassVar
+
+import orjson
+
+from queue_runtime.actors.runtime import AsyncioActor, AsyncioActorRef, kill
+from queue_runtime.messages import ReceivedMessage
+
+__all__ = ["WILDCARD", "Event", "Handler", "HandlerSupervisor", "PermanentFailure"]
+
+logger = logging.getLogger("queue_runtime.actors")
+
+WILDCARD = "*"
+"""An event type that matches every event without a more specific handler."""
+
+
+class PermanentFailure(Exception):
+    """Raise from a handler when retrying cannot help: the message is dead-lettered now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One message, as a handler sees it."""
+
+    type: str
+    session_id: str | None
+    body: bytes
+    attributes: Mapping[str, str]
+    correlation_id: str | None
+    message_id: str
+    delivery_count: int
+    attempt: int
+    """1-based attempt within this delivery (in-place retries count up)."""
+    message: ReceivedMessage
+
+    @classmethod
+    def from_message(cls, message: ReceivedMessage, event_type: str, attempt: int = 1) -> Event:
+        return cls(
+            type=event_type,
+            session_id=message.session_id,
+            body=message.body,
+            attributes=message.attributes,
+            correlation_id=message.correlation_id,
+            message_id=message.message_id,
+            delivery_count=message.delivery_count,
+            attempt=attempt,
+            message=message,
+        )
+
+    def json(self) -> Any:
+        """The body parsed as JSON (orjson)."""
+        return orjson.loads(self.body)
+
+    def __repr__(self) -> str:
+        return (
+            f"Event(type={self.type!r}, session_id={self.session_id!r}, "
+            f"message_id={self.message_id!r}, attempt={self.attempt})"
+        )
+
+
+class Handler(AsyncioActor):
+    """Base class of user handlers. Override :meth:`handle`; set ``event_types``."""
+
+    event_types: ClassVar[tuple[str, ...]] = ()
+    """The event types this handler takes; ``("*",)`` takes whatever no other handler does."""
+
+    concurrency: ClassVar[int] = 64
+
+    async def handle(self, event: Event) -> None:
+        """Process one event. Raise to fail it (see the module docs for what happens)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement handle()")
+
+    async def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Event):
+            return await self.handle(message)
+        return super().on_receive(message)
+
+
+class HandlerSupervisor(AsyncioActor):
+    """Starts one actor per handler class, hands out refs, restarts crashed handlers.
+
+    A handler that died (crash in ``on_start``, a failing ``tell``) is
+    restarted with exponential back-off: 0.1 s, 0.2 s, ... up to 30 s. More
+    than ``max_restarts`` restarts within ``restart_window`` seconds marks the
+    supervisor as escalated; the bot reports it and stops pulling.
+    """
+
+    def __init__(
+        self,
+        handlers: list[type[Handler]],
+        *,
+        max_restarts: int = 10,
+        restart_window: float = 60.0,
+    ) -> None:
+        super().__init__()
+        self._classes: dict[str, type[Handler]] = {}
+        for handler in handlers:
+            if not (isinstance(handler, type) and issubclass(handler, Handler)):
+                raise TypeError(f"handlers must be Handler subclasses, got {handler!r}")
+            if not handler.event_types:
+                raise ValueError(f"{handler.__name__}.event_types is empty")
+            for event_type in handler.event_types:
+                if event_type in self._classes:
+                    raise ValueError(
+                        f"event type {event_type!r} has two handlers: "
+                        f"{self._classes[event_type].__name__} and {handler.__name__}"
+                    )
+                self._classes[event_type] = handler
+        self._refs: dict[type[Handler], AsyncioActorRef[Any]] = {}
+        self._restarts: dict[type[Handler], list[float]] = {}
+        self.max_restarts = max_restarts
+        self.restart_window = restart_window
+        self.escalated = False
+        self.restart_count = 0
+
+    def on_start(self) -> None:
+        for handler in set(self._classes.values()):
+            self._refs[handler] = handler.start()
+
+    async def on_stop(self) -> None:
+        await asyncio.gather(*(ref.stop() for ref in self._refs.values()))
+
+    def interrupt(self) -> None:
+        """Cancel every handler's running work now (the bot's drain timeout passed)."""
+        for ref in self._refs.values():
+            kill(ref)
+
+    def handles(self, event_type: str) -> bool:
+        return event_type in self._classes or WILDCARD in self._classes
+
+    async def ref_for(self, event_type: str) -> AsyncioActorRef[Any] | None:
+        """The live handler for ``event_type`` (restarting it if it died), or None."""
+        handler = self._classes.get(event_type) or self._classes.get(WILDCARD)
+        if handler is None:
+            return None
+        ref = self._refs[handler]
+        if not ref.is_alive():
+            ref = await self._restart(handler)
+        return ref
+
+    async def _restart(self, handler: type[Handler]) -> AsyncioActorRef[Any]:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        recent = [t for t in self._restarts.get(handler, []) if now - t < self.restart_window]
+        recent.append(now)
+        self._restarts[handler] = recent
+        self.restart_count += 1
+        if len(recent) > self.max_restarts:
+            self.escalated = True
+            logger.error(
+                "handler %s restarted %d times in %.0f s: escalating",
+                handler.__name__,
+                len(recent),
+                self.restart_window,
+            )
+        delay = min(0.1 * 2 ** (len(recent) - 1), 30.0)
+        logger.warning("restarting crashed handler %s in %.1f s", handler.__name__, delay)
+        await asyncio.sleep(delay)
+        ref = self._refs[handler]
+        if not ref.is_alive():  # another caller may have restarted it while we slept
+            ref = self._refs[handler] = handler.start()
+        return ref
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        logger.error("handler supervisor failed: %r", exception_value)

@@ -1,0 +1,229 @@
+"""The receiver actor: pulls messages from the provider and fans them out to sessions.
+
+Two ways to pull, chosen by the queue's session support:
+
+* **emulated / none** (SQS FIFO, standard queues, memory default): receive
+  batches and hand them to the session supervisor, which routes by session
+  id. The provider's group blocking guarantees no later message of a session
+  arrives while an earlier one is held.
+* **native** (Azure Service Bus, memory ``native``): accept up to
+  ``max_sessions`` sessions; one pump per session receives its messages and
+  waits until its session actor has settled them before receiving more.
+
+Pulling pauses while ``max_in_flight`` messages are held (back-pressure),
+while the provider's circuit breaker is open, and while the handler
+supervisor has escalated. The pull loops are tasks the receiver owns: it
+cancels and awaits them when it stops.
+
+Example:
+    >>> from queue_runtime.actors.receiver import backoff
+    >>> [backoff(n) for n in (1, 2, 3, 10)]
+    [0.1, 0.2, 0.4, 5.0]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from queue_runtime.actors.context import BotContext
+from queue_runtime.actors.handlers import HandlerSupervisor
+from queue_runtime.actors.locks import LockRenewer
+from queue_runtime.actors.runtime import AsyncioActor, AsyncioActorRef, AsyncioFuture
+from queue_runtime.actors.sessions import Deliver, Route, SessionSupervisor
+from queue_runtime.client import SessionClient
+from queue_runtime.errors import (
+    CircuitOpenError,
+    QueueError,
+    SessionLockLostError,
+    SessionNotFoundError,
+)
+from queue_runtime.provider import SessionSupport
+
+__all__ = ["ReceiverActor", "backoff"]
+
+logger = logging.getLogger("queue_runtime.actors")
+
+
+def backoff(failures: int) -> float:
+    """Pause after ``failures`` consecutive receive failures: 0.1 s doubling, at most 5 s."""
+    return min(0.1 * 2.0 ** (failures - 1), 5.0)
+
+
+class ReceiverActor(AsyncioActor):
+    """Pulls from one queue for a bot."""
+
+    def __init__(
+        self,
+        context: BotContext,
+        sessions: AsyncioActorRef[SessionSupervisor],
+        handlers: AsyncioActorRef[HandlerSupervisor],
+        renewer: LockRenewer,
+    ) -> None:
+        super().__init__()
+        self._context = context
+        self._sessions = sessions
+        self._handlers = handlers
+        self._renewer = renewer
+        self._pull: asyncio.Task[None] | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+        self.last_receive: float | None = None
+        """Event-loop time of the last successful receive (for stall detection)."""
+
+    def on_start(self) -> None:
+        self._session_calls = self._sessions.proxy()
+        self._handler_calls = self._handlers.proxy()
+        support = self._context.client.session_support(self._context.settings.queue)
+        pull = self._accept_sessions if support is SessionSupport.NATIVE else self._pull_batches
+        self._pull = asyncio.get_running_loop().create_task(pull(), name="receiver")
+
+    async def on_stop(self) -> None:
+        await self.stop_pulling()
+        pumps = list(self._pumps)
+        for pump in pumps:
+            pump.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def stop_pulling(self) -> None:
+        """Stop receiving new messages and sessions (session pumps stop after their batch)."""
+        pull, self._pull = self._pull, None
+        if pull is not None:
+            pull.cancel()
+            await asyncio.gather(pull, return_exceptions=True)
+
+    # -- emulated sessions: batches routed by session id -------------------------
+
+    async def _pull_batches(self) -> None:
+        context = self._context
+        settings = context.settings
+        client = context.client
+        batch_size = client.max_batch_size
+        failures = 0
+        while True:
+            room = settings.max_in_flight - context.stats.in_flight
+            if room <= 0 or await self._escalated():
+                await self._wait_for_room()
+                continue
+            try:
+                batch = await client.receive_messages(
+                    settings.queue, min(room, batch_size), timeout=settings.receive_wait
+                )
+            except QueueError as error:
+                failures += 1
+                await self._pause(error, failures)
+                continue
+            failures = 0
+            self.last_receive = asyncio.get_running_loop().time()
+            if batch:
+                self._hold(batch)
+                self._sessions.tell(Route(batch))
+
+    # -- native sessions: one pump per accepted session ---------------------------
+
+    async def _accept_sessions(self) -> None:
+        context = self._context
+        settings = context.settings
+        failures = 0
+        try:
+            while True:
+                if (
+                    len(self._pumps) >= settings.max_sessions
+                    or context.stats.in_flight >= settings.max_in_flight
+                    or await self._escalated()
+                ):
+                    await self._wait_for_room()
+                    continue
+                try:
+                    session = await context.client.accept_session(
+                        settings.queue, timeout=settings.receive_wait
+                    )
+                except QueueError as error:
+                    failures += 1
+                    await self._pause(error, failures)
+                    continue
+                failures = 0
+                self.last_receive = asyncio.get_running_loop().time()
+                if session is None:
+                    continue
+                pump = asyncio.get_running_loop().create_task(
+                    self._pump(session), name=f"session pump {session.session_id}"
+                )
+                self._pumps.add(pump)
+                pump.add_done_callback(self._pump_done)
+        finally:
+            # let every pump finish its current batch and close its session
+            for pump in list(self._pumps):
+                pump.cancel()
+
+    def _pump_done(self, pump: asyncio.Task[None]) -> None:
+        self._pumps.discard(pump)
+        self._context.wake()  # a session slot is free
+        if not pump.cancelled() and pump.exception() is not None:
+            logger.error("session pump failed: %r", pump.exception())
+
+    async def _pump(self, session: SessionClient) -> None:
+        context = self._context
+        settings = context.settings
+        loop = asyncio.get_running_loop()
+        key = session.session_id
+        self._renewer.hold_session(session)
+        actor = await self._session_calls.open(key)
+        idle_since = loop.time()
+        try:
+            while not context.draining:
+                try:
+                    batch = await session.receive_messages(
+                        settings.mailbox_size, timeout=settings.receive_wait
+                    )
+                except (SessionLockLostError, SessionNotFoundError):
+                    logger.warning("lost the lock on session %s", key)
+                    return
+                if not batch:
+                    if loop.time() - idle_since >= settings.session_idle_timeout:
+                        return
+                    continue
+                self.last_receive = idle_since = loop.time()
+                context.stats.received += len(batch)
+                context.stats.in_flight += len(batch)
+                done: AsyncioFuture[None] = AsyncioFuture()
+                actor.tell(Deliver(batch, done))
+                try:
+                    await done
+                except asyncio.CancelledError:
+                    await done  # stopping: the batch in hand is settled or given back first
+                    return
+        except asyncio.CancelledError:
+            return  # stopping while waiting for messages
+        finally:
+            self._renewer.release(session)
+            with contextlib.suppress(QueueError):
+                await session.close()
+            await self._session_calls.close(key)
+
+    # -- shared -------------------------------------------------------------------
+
+    def _hold(self, batch: list[Any]) -> None:
+        stats = self._context.stats
+        stats.received += len(batch)
+        stats.in_flight += len(batch)
+        for message in batch:
+            self._renewer.hold(message)
+
+    async def _escalated(self) -> bool:
+        escalated: bool = await self._handler_calls.escalated
+        return escalated
+
+    async def _wait_for_room(self) -> None:
+        await self._context.wait_for_room(self._context.settings.receive_wait)
+
+    async def _pause(self, error: QueueError, failures: int) -> None:
+        if isinstance(error, CircuitOpenError):
+            delay = error.retry_after or 1.0
+            logger.warning("provider circuit open; pausing receive for %.1f s", delay)
+        else:
+            delay = backoff(failures)
+            level = logging.WARNING if error.transient else logging.ERROR
+            logger.log(level, "receive failed (%s); retrying in %.1f s", error, delay)
+        await asyncio.sleep(delay)

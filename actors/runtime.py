@@ -1,0 +1,459 @@
+"""An asyncio runtime for pykka: actors that are tasks on one event loop.
+
+pykka leaves three hooks to a runtime: the inbox, the future, and the actor
+loop. Here the inbox is a deque with a wake-up future, the future is awaited
+natively (never blocking the loop), and each actor's loop is an
+:class:`asyncio.Task` that awaits ``async def`` handlers. Everything else is
+pykka's: ``Actor.start()``, ``ref.tell()``, ``ref.ask()``, ``ref.proxy()``,
+``on_start``/``on_stop``/``on_failure``, and the :class:`pykka.ActorRegistry`.
+
+Differences from pykka's threading runtime, all forced by "never block the
+loop":
+
+* ``ref.ask()`` and ``ref.stop()`` return an :class:`AsyncioFuture` at once;
+  ``await`` it. Its blocking ``get()`` raises instead of deadlocking when the
+  answer is not there yet.
+* ``on_start``, ``on_stop``, ``on_failure``, ``on_receive`` and proxied
+  methods may be ``async def``; the actor awaits them.
+* Actors live on the event loop that started them; ``tell`` from another
+  thread must go through ``loop.call_soon_threadsafe``.
+* ``concurrency`` (default 1) lets an actor work on several messages at once;
+  1 keeps the classic one-message-at-a-time guarantee.
+
+Example:
+    >>> import asyncio
+    >>> from queue_runtime.actors import AsyncioActor
+    >>> class Greeter(AsyncioActor):
+    ...     async def greet(self, name: str) -> str:
+    ...         await asyncio.sleep(0)
+    ...         return f"hello {name}"
+    >>> async def main() -> str:
+    ...     ref = Greeter.start()
+    ...     try:
+    ...         return await ref.proxy().greet("octocat")
+    ...     finally:
+    ...         await ref.stop()
+    >>> asyncio.run(main())
+    'hello octocat'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import sys
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar, cast
+
+import pykka
+from pykka import ActorDeadError, ActorRef, ActorRegistry, Timeout
+from pykka._envelope import Envelope
+from pykka.messages import _ActorStop
+
+__all__ = ["AsyncioActor", "AsyncioActorRef", "AsyncioFuture", "kill"]
+
+logger = logging.getLogger("queue_runtime.actors")
+
+T = TypeVar("T")
+M = TypeVar("M")
+A = TypeVar("A", bound="AsyncioActor")
+
+ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+
+_PENDING = object()
+
+
+class AsyncioFuture(pykka.Future[T], Generic[T]):
+    """A pykka future for the asyncio runtime: ``await`` it.
+
+    ``get()`` works once the value is there; before that it raises
+    ``RuntimeError`` rather than block the event loop.
+    """
+
+    def __init__(self, timeout: float | None = None) -> None:
+        super().__init__()
+        self._value: Any = _PENDING
+        self._error: BaseException | None = None
+        self._waiters: list[asyncio.Future[None]] | None = None
+        self._timeout = timeout
+
+    def done(self) -> bool:
+        """True once a value or an exception has been set."""
+        return self._value is not _PENDING or self._error is not None
+
+    def set(self, value: T | None = None) -> None:
+        if self.done() or self._get_hook is not None:
+            raise RuntimeError("the future already has a result")
+        self._value = value
+        self._wake()
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        if self.done() or self._get_hook is not None:
+            raise RuntimeError("the future already has a result")
+        if exc_info is None:
+            exc_info = sys.exc_info()
+        error = exc_info[1] if exc_info[1] is not None else exc_info[0]()
+        if exc_info[2] is not None and error.__traceback__ is None:
+            error = error.with_traceback(exc_info[2])
+        self._error = error
+        self._wake()
+
+    def get(self, *, timeout: float | None = None) -> T:
+        if self._get_hook is not None:
+            return super().get(timeout=timeout)
+        if self._error is not None:
+            raise self._error
+        if self._value is _PENDING:
+            raise RuntimeError(
+                "AsyncioFuture.get() would block the event loop until the actor answers; "
+                "use `await future` instead"
+            )
+        return cast(T, self._value)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        if not self.done() and self._get_hook is None:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            if self._timeout is None:
+                yield from waiter.__await__()
+            else:
+                try:
+                    yield from asyncio.wait_for(waiter, self._timeout).__await__()
+                except TimeoutError:
+                    raise Timeout(f"{self._timeout} seconds") from None
+        return self.get()
+
+    __iter__ = __await__
+
+    def map(self, func: Callable[[T], M]) -> AsyncioFuture[M]:
+        """A future of ``func(value)``, set when this one is."""
+        result: AsyncioFuture[M] = AsyncioFuture()
+        self._on_done(lambda: _settle_from(result, lambda: func(self.get())))
+        return result
+
+    def join(self, *futures: pykka.Future[Any]) -> AsyncioFuture[Iterable[Any]]:
+        """A future of the list of this and ``futures``' values."""
+        everything = [self, *futures]
+        result: AsyncioFuture[Iterable[Any]] = AsyncioFuture()
+        remaining = len(everything)
+
+        def one_done() -> None:
+            nonlocal remaining
+            remaining -= 1
+            if remaining == 0:
+                _settle_from(result, lambda: [f.get() for f in everything])
+
+        for future in everything:
+            if not isinstance(future, AsyncioFuture):
+                raise TypeError("join() needs AsyncioFutures")
+            future._on_done(one_done)
+        return result
+
+    def _on_done(self, callback: Callable[[], None]) -> None:
+        if self.done():
+            callback()
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        waiter.add_done_callback(lambda _: callback())
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def __repr__(self) -> str:
+        state = "pending" if not self.done() else ("failed" if self._error else "done")
+        return f"<AsyncioFuture {state}>"
+
+
+def _settle_from(future: AsyncioFuture[Any], compute: Callable[[], Any]) -> None:
+    try:
+        future.set(compute())
+    except Exception:
+        future.set_exception(sys.exc_info())
+
+
+class _Inbox:
+    """The mailbox: a deque plus one wake-up future for the actor waiting on it."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, envelope: Any, /) -> None:
+        self._items.append(envelope)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def get(self) -> Any:
+        return self._items.popleft()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def wait(self) -> None:
+        """Return when the inbox is not empty."""
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+
+class _StopFlag:
+    """Just the part of ``threading.Event`` pykka uses, without its lock (actors are cheap)."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+
+
+class AsyncioActorRef(ActorRef[Any], Generic[A]):
+    """An :class:`pykka.ActorRef` whose ``ask`` and ``stop`` never block: await them."""
+
+    def ask(
+        self, message: Any, *, block: bool = False, timeout: float | None = None
+    ) -> AsyncioFuture[Any]:
+        """Send ``message`` and return a future of the answer (``block`` is ignored)."""
+        future: AsyncioFuture[Any] = AsyncioFuture(timeout)
+        if not self.is_alive():
+            future.set_exception((ActorDeadError, ActorDeadError(f"{self} not found"), None))
+        else:
+            self.actor_inbox.put(Envelope(message, reply_to=future))
+        return future
+
+    # pykka's stop() returns a bool when blocking; here it never blocks
+    def stop(  # type: ignore[override]
+        self, *, block: bool = False, timeout: float | None = None
+    ) -> AsyncioFuture[bool]:
+        """Ask the actor to stop after the messages before this one; await for the result.
+
+        The future is ``True`` if this stopped the actor, ``False`` if it was already dead.
+        """
+        result: AsyncioFuture[bool] = AsyncioFuture(timeout)
+        asked = self.ask(_ActorStop())
+
+        def converted() -> bool:
+            try:
+                asked.get()
+            except ActorDeadError:
+                return False
+            return True
+
+        asked._on_done(lambda: _settle_from(result, converted))
+        return result
+
+
+def kill(ref: ActorRef[Any]) -> None:
+    """Cancel an asyncio actor's task now: running messages are interrupted, queued asks
+    fail with :class:`pykka.ActorDeadError`. For supervisors whose grace period ran out."""
+    actor = ref._actor_weakref()
+    task = getattr(actor, "actor_task", None)
+    if task is not None:
+        task.cancel()
+
+
+if TYPE_CHECKING:
+
+    class _Actor:
+        """pykka.Actor as type checkers should see it under this runtime: the same
+        attributes, but lifecycle hooks that may be coroutines (pykka's are typed
+        ``-> None``, which would make every ``async def on_stop`` an override error)."""
+
+        actor_urn: str
+        actor_inbox: Any
+        actor_stopped: Any
+        _actor_ref: ActorRef[Any]
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+        @classmethod
+        def start(cls, *args: Any, **kwargs: Any) -> Any: ...
+        def stop(self) -> None: ...
+        def on_receive(self, message: Any) -> Any: ...
+        def _handle_receive(self, message: Any) -> Any: ...
+        def _handle_failure(self, *exc_info: Any) -> None: ...
+        def _actor_loop_teardown(self) -> None: ...
+
+else:
+    _Actor = pykka.Actor
+
+
+class AsyncioActor(_Actor):
+    """A pykka actor that runs as an asyncio task. Start it from inside a running loop.
+
+    Subclasses write ``async def`` (or plain) ``on_receive``, methods called
+    through ``ref.proxy()``, and the ``on_start``/``on_stop``/``on_failure``
+    hooks. ``concurrency`` says how many messages it works on at once.
+    """
+
+    concurrency: ClassVar[int] = 1
+    """How many messages this actor handles at once; 1 = strictly one at a time."""
+
+    actor_task: asyncio.Task[None] | None = None
+    """The task running the actor's loop; done when the actor stopped."""
+
+    _running: ClassVar[set[asyncio.Task[None]]] = set()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.actor_stopped = _StopFlag()
+        self._actor_ref = AsyncioActorRef(self)
+        self._message_tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def actor_ref(self) -> AsyncioActorRef[Any]:
+        return cast(AsyncioActorRef[Any], self._actor_ref)
+
+    @classmethod
+    def start(cls, *args: Any, **kwargs: Any) -> AsyncioActorRef[Any]:
+        """Create, register and start the actor; returns its ref at once."""
+        return cast(AsyncioActorRef[Any], super().start(*args, **kwargs))
+
+    @staticmethod
+    def _create_actor_inbox() -> _Inbox:
+        return _Inbox()
+
+    @staticmethod
+    def _create_future() -> AsyncioFuture[Any]:
+        return AsyncioFuture()
+
+    def _start_actor_loop(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            ActorRegistry.unregister(self.actor_ref)
+            self.actor_stopped.set()
+            raise RuntimeError(
+                f"{type(self).__name__}.start() must be called from a running event loop"
+            ) from None
+        task = loop.create_task(self._run(), name=f"actor {self}")
+        self.actor_task = task
+        AsyncioActor._running.add(task)
+        task.add_done_callback(AsyncioActor._running.discard)
+
+    # -- the loop -------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            try:
+                await _maybe_await(self.on_start())
+            except Exception:
+                self._handle_failure(*sys.exc_info())
+                await self._call_on_failure(sys.exc_info())
+            inbox = cast(_Inbox, self.actor_inbox)
+            limit = max(1, self.concurrency)
+            while not self.actor_stopped.is_set():
+                if inbox.empty():
+                    await inbox.wait()
+                envelope = inbox.get()
+                if isinstance(envelope.message, _ActorStop):
+                    await self._stop_gracefully(envelope)
+                    break
+                if limit == 1:
+                    await self._handle_envelope(envelope)
+                    continue
+                while len(self._message_tasks) >= limit:
+                    await asyncio.wait(self._message_tasks, return_when=asyncio.FIRST_COMPLETED)
+                task = asyncio.get_running_loop().create_task(self._handle_envelope(envelope))
+                self._message_tasks.add(task)
+                task.add_done_callback(self._message_tasks.discard)
+        except asyncio.CancelledError:
+            ActorRegistry.unregister(self.actor_ref)
+            self.actor_stopped.set()
+            await self._cancel_message_tasks()
+            raise
+        finally:
+            await self._cancel_message_tasks()
+            self._actor_loop_teardown()
+
+    async def _handle_envelope(self, envelope: Any) -> None:
+        try:
+            response = self._handle_receive(envelope.message)
+            if inspect.isawaitable(response):
+                response = await response
+        except Exception:
+            if envelope.reply_to is not None:
+                envelope.reply_to.set_exception(sys.exc_info())
+            else:
+                self._handle_failure(*sys.exc_info())
+                await self._call_on_failure(sys.exc_info())
+        else:
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(response)
+
+    async def _stop_gracefully(self, envelope: Any) -> None:
+        if self._message_tasks:
+            await asyncio.wait(set(self._message_tasks))
+        ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+        logger.debug("stopped %s", self)
+        try:
+            await _maybe_await(self.on_stop())
+        except Exception:
+            self._handle_failure(*sys.exc_info())
+        if envelope.reply_to is not None:
+            envelope.reply_to.set(None)
+
+    async def _call_on_failure(self, exc_info: ExcInfo) -> None:
+        try:
+            await _maybe_await(self.on_failure(*exc_info))
+        except Exception:
+            self._handle_failure(*sys.exc_info())
+
+    async def _cancel_message_tasks(self) -> None:
+        tasks = set(self._message_tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # The lifecycle hooks may be coroutines here; the loop awaits them.
+
+    def on_start(self) -> Awaitable[None] | None:
+        """Runs before the first message (may be ``async``). Failing stops the actor."""
+        return None
+
+    def on_stop(self) -> Awaitable[None] | None:
+        """Runs after the last message when the actor is stopped (may be ``async``)."""
+        return None
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Awaitable[None] | None:
+        """Runs when the actor dies of an exception, in ``on_start`` too (may be ``async``)."""
+        return None
+
+    def _actor_loop(self) -> NoReturn:  # pragma: no cover - the threading entry point
+        raise RuntimeError("AsyncioActor runs as a task, not a thread")
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value

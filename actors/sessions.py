@@ -1,0 +1,390 @@
+"""Session actors: one per live session id, processing its messages strictly in order.
+
+A :class:`SessionActor` receives batches of its session's messages
+(:class:`Deliver`) and, for each: works out the event type, asks the handler,
+and settles the receipt — complete on success; on failure retry in place
+with the bot's retry policy (later messages wait, so order holds), then
+abandon for redelivery, or dead-letter on a permanent failure or on the
+``max_delivery_count``-th delivery. When it abandons a message it also
+abandons the rest of the batch, so the session comes back in order.
+
+The :class:`SessionSupervisor` creates session actors on demand, routes
+batches to them, and stops the ones idle for ``session_idle_timeout``.
+Messages without a session id go to a small pool of "unordered" actors and
+are processed concurrently.
+
+Example:
+    >>> from queue_runtime.actors.sessions import unordered_key
+    >>> unordered_key("some-message-id", lanes=4).startswith("unordered/")
+    True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pykka import ActorDeadError
+from pykka.messages import ProxyCall
+
+from queue_runtime.actors.context import BotContext
+from queue_runtime.actors.dead_letters import DeadLetterActor, describe_failure
+from queue_runtime.actors.handlers import Event, HandlerSupervisor, PermanentFailure
+from queue_runtime.actors.locks import LockRenewer
+from queue_runtime.actors.runtime import AsyncioActor, AsyncioActorRef, AsyncioFuture, kill
+from queue_runtime.errors import CryptoError, InvalidReceiptError, QueueError
+from queue_runtime.messages import ReceivedMessage
+
+__all__ = ["Deliver", "Outcome", "SessionActor", "SessionSupervisor", "unordered_key"]
+
+logger = logging.getLogger("queue_runtime.actors")
+
+NO_HANDLER = "NoHandler"
+
+
+def unordered_key(message_id: str, lanes: int) -> str:
+    """The lane of a message without session id (stable for a given id)."""
+    return f"unordered/{zlib.crc32(message_id.encode()) % lanes}"
+
+
+class Outcome(enum.Enum):
+    COMPLETED = "completed"
+    ABANDONED = "abandoned"
+    DEAD_LETTERED = "dead_lettered"
+    LOST = "lost"
+    """The settle failed (lock lost): the provider delivers the message again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """A batch of one session's messages, in order. ``done`` is set when all are settled."""
+
+    messages: Sequence[ReceivedMessage]
+    done: AsyncioFuture[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A receiver's batch for the supervisor to fan out by session id."""
+
+    messages: Sequence[ReceivedMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """A session actor finished its ``processed``-th batch and has nothing queued."""
+
+    key: str
+    processed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    key: str
+
+
+@dataclass(slots=True)
+class _Parts:
+    """The collaborators a session actor needs (refs and shared services)."""
+
+    context: BotContext
+    handlers: AsyncioActorRef[HandlerSupervisor]
+    dead_letters: AsyncioActorRef[DeadLetterActor]
+    renewer: LockRenewer
+    supervisor: AsyncioActorRef[Any] | None = None
+    handler_refs: dict[str, AsyncioActorRef[Any]] = field(default_factory=dict)
+
+
+class SessionActor(AsyncioActor):
+    """Processes the messages of one session (or one unordered lane), one at a time."""
+
+    def __init__(self, key: str, parts: _Parts) -> None:
+        super().__init__()
+        self.key = key
+        self._parts = parts
+        self._context = parts.context
+        self._processed = 0
+        self._settled: set[str] = set()
+        """Tokens of this batch's receipts already settled (so none is settled twice)."""
+
+    async def on_receive(self, message: Any) -> None:
+        if not isinstance(message, Deliver):
+            return super().on_receive(message)  # type: ignore[no-any-return]
+        try:
+            await self._process_batch(message.messages)
+        finally:
+            self._processed += 1
+            if message.done is not None and not message.done.done():
+                message.done.set(None)
+            if self.actor_inbox.empty() and self._parts.supervisor is not None:
+                with contextlib.suppress(ActorDeadError):
+                    self._parts.supervisor.tell(Idle(self.key, self._processed))
+        return None
+
+    async def _process_batch(self, messages: Sequence[ReceivedMessage]) -> None:
+        self._settled.clear()
+        for index, message in enumerate(messages):
+            if self._context.draining:
+                await self._abandon_all(messages[index:])
+                return
+            try:
+                outcome = await self._process(message)
+            except asyncio.CancelledError:
+                # the drain timeout passed: give back this batch and everything queued
+                unsettled = [m for m in messages[index:] if m.receipt.token not in self._settled]
+                leftovers = unsettled + self._take_queued()
+                await asyncio.shield(self._abandon_all(leftovers))
+                raise
+            if outcome is Outcome.ABANDONED:
+                # later messages must not overtake the one that comes back
+                await self._abandon_all(messages[index + 1 :])
+                return
+
+    async def _process(self, message: ReceivedMessage) -> Outcome:
+        context = self._context
+        settings = context.settings
+        event_type = self._event_type(message)
+        if event_type is None or not await self._has_handler(event_type):
+            if settings.unrouted == "complete":
+                return await self._complete(message)
+            return await self._dead_letter(
+                message, NO_HANDLER, f"no handler for event type {event_type!r}"
+            )
+        retry = settings.retry
+        attempt = 1
+        while True:
+            try:
+                handler = await self._handler(event_type)
+                await handler.ask(Event.from_message(message, event_type, attempt))
+            except ActorDeadError:
+                self._parts.handler_refs.pop(event_type, None)
+                continue  # the supervisor restarts it (with back-off); not the message's fault
+            except Exception as error:
+                if self._is_permanent(error):
+                    return await self._dead_letter(
+                        message,
+                        type(error).__name__,
+                        describe_failure(
+                            error, delivery_count=message.delivery_count, attempts=attempt
+                        ),
+                    )
+                if attempt < retry.attempts and not context.draining:
+                    context.stats.retried += 1
+                    await asyncio.sleep(retry.delay(attempt))
+                    attempt += 1
+                    continue
+                if message.delivery_count >= settings.max_delivery_count:
+                    return await self._dead_letter(
+                        message,
+                        type(error).__name__,
+                        describe_failure(
+                            error, delivery_count=message.delivery_count, attempts=attempt
+                        ),
+                    )
+                logger.info(
+                    "handler failed, abandoning for redelivery: %s",
+                    error,
+                    extra={"message_id": message.message_id, "session_id": message.session_id},
+                )
+                return await self._abandon(message)
+            return await self._complete(message)
+
+    def _take_queued(self) -> list[ReceivedMessage]:
+        """Empty the mailbox, returning the messages of the batches that waited in it."""
+        queued: list[ReceivedMessage] = []
+        others = []
+        while not self.actor_inbox.empty():
+            envelope = self.actor_inbox.get()
+            if isinstance(envelope.message, Deliver):
+                queued.extend(envelope.message.messages)
+                if envelope.message.done is not None and not envelope.message.done.done():
+                    envelope.message.done.set(None)
+            else:
+                others.append(envelope)  # left for the actor's teardown to answer
+        for envelope in others:
+            self.actor_inbox.put(envelope)
+        return queued
+
+    # -- routing ----------------------------------------------------------------
+
+    def _event_type(self, message: ReceivedMessage) -> str | None:
+        settings = self._context.settings
+        if settings.router is not None:
+            return settings.router(message)
+        return message.attributes.get(settings.event_type_attribute)
+
+    async def _has_handler(self, event_type: str) -> bool:
+        if event_type in self._parts.handler_refs:
+            return True
+        return await self._parts.handlers.ask(ProxyCall(("handles",), (event_type,), {}))  # type: ignore[no-any-return]
+
+    async def _handler(self, event_type: str) -> AsyncioActorRef[Any]:
+        ref = self._parts.handler_refs.get(event_type)
+        if ref is None or not ref.is_alive():
+            ref = await self._parts.handlers.ask(ProxyCall(("ref_for",), (event_type,), {}))
+            assert ref is not None
+            self._parts.handler_refs[event_type] = ref
+        return ref
+
+    def _is_permanent(self, error: Exception) -> bool:
+        permanent = (PermanentFailure, CryptoError, *self._context.settings.permanent_errors)
+        return isinstance(error, permanent)
+
+    # -- settling -----------------------------------------------------------------
+
+    async def _complete(self, message: ReceivedMessage) -> Outcome:
+        outcome = await self._settle(message, self._context.client.complete_message)
+        if outcome is Outcome.COMPLETED:
+            self._context.stats.completed += 1
+        return outcome
+
+    async def _abandon(self, message: ReceivedMessage) -> Outcome:
+        outcome = await self._settle(message, self._context.client.abandon_message)
+        if outcome is Outcome.COMPLETED:
+            self._context.stats.abandoned += 1
+            return Outcome.ABANDONED
+        return outcome
+
+    async def _abandon_all(self, messages: Sequence[ReceivedMessage]) -> None:
+        for message in messages:
+            await self._abandon(message)
+
+    async def _dead_letter(
+        self, message: ReceivedMessage, reason: str, description: str
+    ) -> Outcome:
+        self._settled.add(message.receipt.token)
+        self._parts.renewer.release(message.receipt)
+        try:
+            moved = await self._parts.dead_letters.ask(
+                ProxyCall(("dead_letter",), (message, reason, description), {})
+            )
+        finally:
+            self._context.settled()
+        if moved:
+            self._context.stats.dead_lettered += 1
+            return Outcome.DEAD_LETTERED
+        self._context.stats.settle_failures += 1
+        return Outcome.LOST
+
+    async def _settle(self, message: ReceivedMessage, settle: Any) -> Outcome:
+        self._settled.add(message.receipt.token)
+        self._parts.renewer.release(message.receipt)
+        try:
+            await settle(message.receipt)
+        except InvalidReceiptError:
+            self._context.stats.lost_locks += 1
+            logger.warning(
+                "lock lost before settling; the message will be delivered again",
+                extra={"message_id": message.message_id, "session_id": message.session_id},
+            )
+            return Outcome.LOST
+        except QueueError as error:
+            self._context.stats.settle_failures += 1
+            logger.warning(
+                "could not settle (%s); the message will be delivered again",
+                error,
+                extra={"message_id": message.message_id, "session_id": message.session_id},
+            )
+            return Outcome.LOST
+        finally:
+            self._context.settled()
+        return Outcome.COMPLETED
+
+
+class SessionSupervisor(AsyncioActor):
+    """Creates, routes to, and retires session actors."""
+
+    def __init__(self, parts: _Parts) -> None:
+        super().__init__()
+        self._parts = parts
+        self._sessions: dict[str, AsyncioActorRef[SessionActor]] = {}
+        self._sent: dict[str, int] = {}
+        self._idle_since: dict[str, float] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def on_start(self) -> None:
+        self._parts.supervisor = self.actor_ref
+        self._sweeper = asyncio.get_running_loop().create_task(
+            self._sweep(), name="session sweeper"
+        )
+
+    async def on_stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.stop_sessions()
+
+    async def on_receive(self, message: Any) -> None:
+        if isinstance(message, Route):
+            self._route(message.messages)
+        elif isinstance(message, Idle):
+            if self._sent.get(message.key) == message.processed:
+                self._idle_since[message.key] = asyncio.get_running_loop().time()
+        elif isinstance(message, Retire):
+            if message.key in self._idle_since:
+                await self.close(message.key)
+        else:
+            super().on_receive(message)
+
+    def open(self, key: str) -> AsyncioActorRef[SessionActor]:
+        """The session actor for ``key``, started if needed (native sessions ask for it)."""
+        ref = self._sessions.get(key)
+        if ref is None or not ref.is_alive():
+            ref = self._sessions[key] = SessionActor.start(key, self._parts)
+            self._sent[key] = 0
+            self._parts.context.stats.active_sessions = len(self._sessions)
+        self._idle_since.pop(key, None)
+        return ref
+
+    def deliver(self, key: str, deliver: Deliver) -> None:
+        """Hand a batch to the session actor of ``key``."""
+        self.open(key).tell(deliver)
+        self._sent[key] += 1
+
+    async def close(self, key: str) -> None:
+        """Stop the session actor for ``key`` once its work is done."""
+        ref = self._sessions.pop(key, None)
+        self._idle_since.pop(key, None)
+        self._sent.pop(key, None)
+        self._parts.context.stats.active_sessions = len(self._sessions)
+        if ref is not None:
+            await ref.stop()
+
+    async def stop_sessions(self) -> None:
+        refs = list(self._sessions.values())
+        self._sessions.clear()
+        self._sent.clear()
+        self._idle_since.clear()
+        self._parts.context.stats.active_sessions = 0
+        await asyncio.gather(*(ref.stop() for ref in refs))
+
+    def cancel_sessions(self) -> None:
+        """Interrupt every session actor now (after the drain timeout)."""
+        for ref in self._sessions.values():
+            kill(ref)
+
+    def _route(self, messages: Sequence[ReceivedMessage]) -> None:
+        lanes = self._parts.context.settings.unordered_concurrency
+        batches: dict[str, list[ReceivedMessage]] = {}
+        for message in messages:
+            key = message.session_id or unordered_key(message.message_id, lanes)
+            batches.setdefault(key, []).append(message)
+        for key, batch in batches.items():
+            self.deliver(key, Deliver(batch))
+
+    async def _sweep(self) -> None:
+        timeout = self._parts.context.settings.session_idle_timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(timeout / 2, 5.0))
+            now = loop.time()
+            for key, since in list(self._idle_since.items()):
+                if now - since >= timeout:
+                    self.actor_ref.tell(Retire(key))
