@@ -134,6 +134,7 @@ class Entity:
         self._locks: list[tuple[float, int, Record]] = []
         self._session_locks: list[tuple[float, int, SessionLock]] = []
         self._scheduled: list[tuple[float, int, Message]] = []
+        self._expiring: list[tuple[float, int, Record]] = []
         self._seq = itertools.count(1)
         self._tiebreak = itertools.count()
         self._changed = asyncio.Event()
@@ -176,14 +177,22 @@ class Entity:
             wait = min(wait, max(0.0, due - now))
         if wait <= 0:
             return
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), wait)
+            async with asyncio.timeout(wait):
+                await self._changed.wait()
 
     def next_due(self) -> float | None:
         """Clock time of the earliest scheduled, delayed or lock-expiry event."""
         times = [
             heap[0][0]
-            for heap in (self._scheduled, self._delayed, self._locks, self._session_locks)
+            for heap in (
+                self._scheduled,
+                self._delayed,
+                self._locks,
+                self._session_locks,
+                self._expiring,
+            )
             if heap
         ]
         return min(times) if times else None
@@ -210,6 +219,12 @@ class Entity:
                 and record.locked_until == until
             ):
                 self.release(record, now, delay=None)
+                changed = True
+        while self._expiring and self._expiring[0][0] <= now:
+            _, _, record = heapq.heappop(self._expiring)
+            # a message in flight is not expired under its consumer; it is checked again
+            # (and dead-lettered) if it comes back
+            if record.state is RecordState.PENDING and self.expire_if_due(record, now):
                 changed = True
         while self._session_locks and self._session_locks[0][0] <= now:
             until, _, lock = heapq.heappop(self._session_locks)
@@ -240,6 +255,8 @@ class Entity:
             expires_at=None if ttl is None or self.is_dead_letter else now + ttl,
         )
         self.records[record.seq] = record
+        if record.expires_at is not None:
+            heapq.heappush(self._expiring, (record.expires_at, record.seq, record))
         if group is not None:
             group.pending.append(record)
             if len(group.pending) == 1:

@@ -37,6 +37,8 @@ OPERATIONS = frozenset(
         "get_state",
         "set_state",
         "close_session",
+        "create_queue",
+        "delete_queue",
         "receive_dead_letters",
         "peek_dead_letters",
         "purge_dead_letters",

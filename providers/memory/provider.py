@@ -115,12 +115,14 @@ class InMemoryProvider:
 
     async def create_queue(self, queue: str) -> None:
         """Create ``queue`` (and its DLQ). Needed when ``auto_create_queues`` is off."""
+        self._before("create_queue")
         name = QueueName(queue)
         if name not in self._entities:
             self._entities[name] = self._new_entity(name)
 
     async def delete_queue(self, queue: str) -> None:
         """Delete ``queue``, its DLQ and everything in them."""
+        self._before("delete_queue")
         entity = self._entities.pop(QueueName(queue), None)
         if entity is not None:
             entity.notify()
@@ -184,6 +186,8 @@ class InMemoryProvider:
 
     async def abandon(self, receipt: ReceiptHandle, delay: float | None = None) -> None:
         self._before("abandon")
+        if delay is not None and not 0 <= delay < float("inf"):
+            raise ValidationError(f"must be a non-negative number, got {delay!r}", field="delay")
         entity, record = self._settling(receipt, "abandon")
         entity.release(record, self.clock.now(), delay)
         self._after("abandon")
@@ -486,12 +490,16 @@ class MemorySessionReceiver:
             )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
+        waited = False
         while True:
+            if waited and provider._closed:
+                return []  # closed while waiting: like a plain receive, return empty-handed
             now = self._check("session_receive")
             batch = self._take(now, max_messages)
             if batch or loop.time() >= deadline or provider._closed:
                 break
             await self._entity.wait_for_change(now, deadline, now + (deadline - loop.time()))
+            waited = True
         received = [provider._received(self._entity, self._queue, r) for r in batch]
         provider._after("session_receive")
         return received
@@ -519,8 +527,13 @@ class MemorySessionReceiver:
         if lock.closed or lock.lost:
             lock.closed = True
             return
+        faults = self._provider.faults
+        if (error := faults.check("close_session", after=False)) is not None:
+            raise error
         lock.closed = True
         self._entity.unlock(lock, self._provider.clock.now())
+        if (error := faults.check("close_session", after=True)) is not None:
+            raise error
 
     def __repr__(self) -> str:
         return f"MemorySessionReceiver(queue={self._queue!r}, session_id={self._session_id!r})"
