@@ -101,4 +101,5 @@ class BotContext:
         """Wait until something was settled or freed, or ``timeout`` seconds passed."""
         self._room.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._room.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel
+                await self._room.wait()

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from queue_runtime.actors.runtime import AsyncioActor, AsyncioActorRef, kill
+from queue_runtime.actors.runtime import AsyncioActor, AsyncioActorRef, kill, stop_all
 from queue_runtime.messages import ReceivedMessage
 
 __all__ = ["WILDCARD", "Event", "Handler", "HandlerSupervisor", "PermanentFailure"]
@@ -146,7 +146,7 @@ class HandlerSupervisor(AsyncioActor):
             self._refs[handler] = handler.start()
 
     async def on_stop(self) -> None:
-        await asyncio.gather(*(ref.stop() for ref in self._refs.values()))
+        await stop_all(self._refs.values())
 
     def interrupt(self) -> None:
         """Cancel every handler's running work now (the bot's drain timeout passed)."""

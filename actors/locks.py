@@ -30,6 +30,8 @@ __all__ = ["LockRenewer", "renew_after"]
 logger = logging.getLogger("queue_runtime.actors")
 
 MIN_RENEW_DELAY = 0.05
+CHECK_EVERY = 1.0
+"""The renewer looks at least this often, so holding a lock due later needs no wake-up."""
 
 Held = ReceiptHandle | SessionClient
 
@@ -78,10 +80,11 @@ class LockRenewer:
     def _push(self, held: Held) -> None:
         now = self._context.client.clock.now()
         remaining = held.locked_until.timestamp() - now
-        due = asyncio.get_running_loop().time() + renew_after(remaining)
-        first = not self._due or due < self._due[0][0]
-        heapq.heappush(self._due, (due, next(self._order), held))
-        if first:
+        delay = renew_after(remaining)
+        heapq.heappush(
+            self._due, (asyncio.get_running_loop().time() + delay, next(self._order), held)
+        )
+        if delay < CHECK_EVERY:
             self._wake.set()
 
     async def _run(self) -> None:
@@ -91,13 +94,16 @@ class LockRenewer:
                 heapq.heappop(self._due)  # released; drop lazily
             if not self._due:
                 self._wake.clear()
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(CHECK_EVERY):
+                        await self._wake.wait()
                 continue
-            wait = self._due[0][0] - loop.time()
+            wait = min(self._due[0][0] - loop.time(), CHECK_EVERY)
             if wait > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel
+                        await self._wake.wait()
                 continue
             _, _, held = heapq.heappop(self._due)
             await self._renew(held)

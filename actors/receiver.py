@@ -169,7 +169,7 @@ class ReceiverActor(AsyncioActor):
         loop = asyncio.get_running_loop()
         key = session.session_id
         self._renewer.hold_session(session)
-        actor = await self._session_calls.open(key)
+        actor = await self._session_calls.open(key, pinned=True)
         idle_since = loop.time()
         try:
             while not context.draining:

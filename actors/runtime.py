@@ -53,7 +53,7 @@ from pykka import ActorDeadError, ActorRef, ActorRegistry, Timeout
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
-__all__ = ["AsyncioActor", "AsyncioActorRef", "AsyncioFuture", "kill"]
+__all__ = ["AsyncioActor", "AsyncioActorRef", "AsyncioFuture", "kill", "stop_all"]
 
 logger = logging.getLogger("queue_runtime.actors")
 
@@ -123,7 +123,7 @@ class AsyncioFuture(pykka.Future[T], Generic[T]):
                 yield from waiter.__await__()
             else:
                 try:
-                    yield from asyncio.wait_for(waiter, self._timeout).__await__()
+                    yield from _wait_with_timeout(waiter, self._timeout).__await__()
                 except TimeoutError:
                     raise Timeout(f"{self._timeout} seconds") from None
         return self.get()
@@ -174,6 +174,12 @@ class AsyncioFuture(pykka.Future[T], Generic[T]):
     def __repr__(self) -> str:
         state = "pending" if not self.done() else ("failed" if self._error else "done")
         return f"<AsyncioFuture {state}>"
+
+
+async def _wait_with_timeout(waiter: asyncio.Future[None], timeout: float) -> None:
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+    async with asyncio.timeout(timeout):
+        await waiter
 
 
 def _settle_from(future: AsyncioFuture[Any], compute: Callable[[], Any]) -> None:
@@ -253,18 +259,33 @@ class AsyncioActorRef(ActorRef[Any], Generic[A]):
 
         The future is ``True`` if this stopped the actor, ``False`` if it was already dead.
         """
-        result: AsyncioFuture[bool] = AsyncioFuture(timeout)
-        asked = self.ask(_ActorStop())
-
-        def converted() -> bool:
-            try:
-                asked.get()
-            except ActorDeadError:
-                return False
-            return True
-
-        asked._on_done(lambda: _settle_from(result, converted))
+        result = _StopFuture(timeout)
+        if not self.is_alive():
+            result.set_exception((ActorDeadError, ActorDeadError(f"{self} not found"), None))
+        else:
+            self.actor_inbox.put(Envelope(_ActorStop(), reply_to=result))
         return result
+
+
+class _StopFuture(AsyncioFuture[bool]):
+    """The answer to a stop request: True once stopped by it, False if already dead."""
+
+    def set(self, value: bool | None = None) -> None:
+        super().set(True)
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        error = (exc_info or sys.exc_info())[1]
+        if isinstance(error, ActorDeadError):
+            super().set(False)
+        else:
+            super().set_exception(exc_info)
+
+
+async def stop_all(refs: Iterable[AsyncioActorRef[Any]]) -> None:
+    """Stop many actors at once: all are asked first, then awaited (no task per actor)."""
+    stopping = [ref.stop() for ref in refs]
+    for future in stopping:
+        await future
 
 
 def kill(ref: ActorRef[Any]) -> None:

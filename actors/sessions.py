@@ -37,7 +37,13 @@ from queue_runtime.actors.context import BotContext
 from queue_runtime.actors.dead_letters import DeadLetterActor, describe_failure
 from queue_runtime.actors.handlers import Event, HandlerSupervisor, PermanentFailure
 from queue_runtime.actors.locks import LockRenewer
-from queue_runtime.actors.runtime import AsyncioActor, AsyncioActorRef, AsyncioFuture, kill
+from queue_runtime.actors.runtime import (
+    AsyncioActor,
+    AsyncioActorRef,
+    AsyncioFuture,
+    kill,
+    stop_all,
+)
 from queue_runtime.errors import CryptoError, InvalidReceiptError, QueueError
 from queue_runtime.messages import ReceivedMessage
 
@@ -77,14 +83,6 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
-class Idle:
-    """A session actor finished its ``processed``-th batch and has nothing queued."""
-
-    key: str
-    processed: int
-
-
-@dataclass(frozen=True, slots=True)
 class Retire:
     key: str
 
@@ -109,22 +107,22 @@ class SessionActor(AsyncioActor):
         self.key = key
         self._parts = parts
         self._context = parts.context
-        self._processed = 0
+        self.idle_since: float | None = None
+        """Loop time since when the actor has had nothing to do (None while busy)."""
         self._settled: set[str] = set()
         """Tokens of this batch's receipts already settled (so none is settled twice)."""
 
     async def on_receive(self, message: Any) -> None:
         if not isinstance(message, Deliver):
             return super().on_receive(message)  # type: ignore[no-any-return]
+        self.idle_since = None
         try:
             await self._process_batch(message.messages)
         finally:
-            self._processed += 1
             if message.done is not None and not message.done.done():
                 message.done.set(None)
-            if self.actor_inbox.empty() and self._parts.supervisor is not None:
-                with contextlib.suppress(ActorDeadError):
-                    self._parts.supervisor.tell(Idle(self.key, self._processed))
+            if self.actor_inbox.empty():
+                self.idle_since = asyncio.get_running_loop().time()
         return None
 
     async def _process_batch(self, messages: Sequence[ReceivedMessage]) -> None:
@@ -304,8 +302,8 @@ class SessionSupervisor(AsyncioActor):
         super().__init__()
         self._parts = parts
         self._sessions: dict[str, AsyncioActorRef[SessionActor]] = {}
-        self._sent: dict[str, int] = {}
-        self._idle_since: dict[str, float] = {}
+        self._pinned: set[str] = set()
+        """Keys whose lifetime a native session pump manages (never swept)."""
         self._sweeper: asyncio.Task[None] | None = None
 
     def on_start(self) -> None:
@@ -324,35 +322,30 @@ class SessionSupervisor(AsyncioActor):
     async def on_receive(self, message: Any) -> None:
         if isinstance(message, Route):
             self._route(message.messages)
-        elif isinstance(message, Idle):
-            if self._sent.get(message.key) == message.processed:
-                self._idle_since[message.key] = asyncio.get_running_loop().time()
         elif isinstance(message, Retire):
-            if message.key in self._idle_since:
+            if self._idle_for(message.key) is not None:
                 await self.close(message.key)
         else:
             super().on_receive(message)
 
-    def open(self, key: str) -> AsyncioActorRef[SessionActor]:
-        """The session actor for ``key``, started if needed (native sessions ask for it)."""
+    def open(self, key: str, *, pinned: bool = False) -> AsyncioActorRef[SessionActor]:
+        """The session actor for ``key``, started if needed.
+
+        A native session pump opens its actor ``pinned``: the pump, not the
+        idle sweep, decides when it closes.
+        """
         ref = self._sessions.get(key)
         if ref is None or not ref.is_alive():
             ref = self._sessions[key] = SessionActor.start(key, self._parts)
-            self._sent[key] = 0
             self._parts.context.stats.active_sessions = len(self._sessions)
-        self._idle_since.pop(key, None)
+        if pinned:
+            self._pinned.add(key)
         return ref
-
-    def deliver(self, key: str, deliver: Deliver) -> None:
-        """Hand a batch to the session actor of ``key``."""
-        self.open(key).tell(deliver)
-        self._sent[key] += 1
 
     async def close(self, key: str) -> None:
         """Stop the session actor for ``key`` once its work is done."""
         ref = self._sessions.pop(key, None)
-        self._idle_since.pop(key, None)
-        self._sent.pop(key, None)
+        self._pinned.discard(key)
         self._parts.context.stats.active_sessions = len(self._sessions)
         if ref is not None:
             await ref.stop()
@@ -360,10 +353,9 @@ class SessionSupervisor(AsyncioActor):
     async def stop_sessions(self) -> None:
         refs = list(self._sessions.values())
         self._sessions.clear()
-        self._sent.clear()
-        self._idle_since.clear()
+        self._pinned.clear()
         self._parts.context.stats.active_sessions = 0
-        await asyncio.gather(*(ref.stop() for ref in refs))
+        await stop_all(refs)
 
     def cancel_sessions(self) -> None:
         """Interrupt every session actor now (after the drain timeout)."""
@@ -377,14 +369,23 @@ class SessionSupervisor(AsyncioActor):
             key = message.session_id or unordered_key(message.message_id, lanes)
             batches.setdefault(key, []).append(message)
         for key, batch in batches.items():
-            self.deliver(key, Deliver(batch))
+            self.open(key).tell(Deliver(batch))
 
     async def _sweep(self) -> None:
         timeout = self._parts.context.settings.session_idle_timeout
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(min(timeout / 2, 5.0))
-            now = loop.time()
-            for key, since in list(self._idle_since.items()):
-                if now - since >= timeout:
+            for key in list(self._sessions):
+                idle = self._idle_for(key)
+                if idle is not None and idle >= timeout:
                     self.actor_ref.tell(Retire(key))
+
+    def _idle_for(self, key: str) -> float | None:
+        """How long the (unpinned) session actor of ``key`` has had nothing to do."""
+        ref = self._sessions.get(key)
+        actor = ref._actor_weakref() if ref is not None else None
+        if key in self._pinned or not isinstance(actor, SessionActor):
+            return None
+        if actor.idle_since is None or not actor.actor_inbox.empty():
+            return None
+        return asyncio.get_running_loop().time() - actor.idle_since
