@@ -72,8 +72,8 @@ class Bot:
     Settings:
 
     * ``max_sessions`` — native sessions held at once.
-    * ``session_idle_timeout`` — a session actor (and a native session lock)
-      is released after this many idle seconds.
+    * ``session_idle_timeout`` — a session actor is stopped after this many idle
+      seconds (native sessions are released as soon as they are drained).
     * ``mailbox_size`` — messages a native session pump fetches at a time.
     * ``max_in_flight`` — received but unsettled messages; pulling pauses above it.
     * ``drain_timeout`` — how long ``stop()`` lets running handlers finish.

@@ -7,8 +7,10 @@ Two ways to pull, chosen by the queue's session support:
   id. The provider's group blocking guarantees no later message of a session
   arrives while an earlier one is held.
 * **native** (Azure Service Bus, memory ``native``): accept up to
-  ``max_sessions`` sessions; one pump per session receives its messages and
-  waits until its session actor has settled them before receiving more.
+  ``max_sessions`` sessions; one pump per session receives its messages,
+  waits until its session actor has settled them before receiving more, and
+  releases the session as soon as a receive (``receive_wait``) finds nothing,
+  so that held slots always go to sessions with work waiting.
 
 Pulling pauses while ``max_in_flight`` messages are held (back-pressure),
 while the provider's circuit breaker is open, and while the handler
@@ -170,7 +172,6 @@ class ReceiverActor(AsyncioActor):
         key = session.session_id
         self._renewer.hold_session(session)
         actor = await self._session_calls.open(key, pinned=True)
-        idle_since = loop.time()
         try:
             while not context.draining:
                 try:
@@ -181,10 +182,8 @@ class ReceiverActor(AsyncioActor):
                     logger.warning("lost the lock on session %s", key)
                     return
                 if not batch:
-                    if loop.time() - idle_since >= settings.session_idle_timeout:
-                        return
-                    continue
-                self.last_receive = idle_since = loop.time()
+                    return  # drained for now: free the slot for a session with work waiting
+                self.last_receive = loop.time()
                 context.stats.received += len(batch)
                 context.stats.in_flight += len(batch)
                 done: AsyncioFuture[None] = AsyncioFuture()

@@ -1,8 +1,10 @@
-"""The demo: a burst of GitHub webhook events through the in-memory provider.
+"""The demo: a GitHub bot on the in-memory provider, under a burst of webhook events.
 
-Publishes events for many pull requests and issues (one session each), lets
-a few concurrent consumers receive, "handle" and settle them, and prints what
-happened: throughput, per-session order, retries and dead letters.
+Publishes events for hundreds of pull requests and issues (one session each,
+plus push events per repository), some of which fail transiently and a few of
+which are poison, runs a :class:`~queue_runtime.actors.Bot` with one handler
+per event type, shows progress, and prints what happened: throughput,
+per-session order, retries, and dead letters with their reasons.
 
 Run it with ``scripts/demo`` (or ``python -m queue_runtime.demo --help``).
 """
@@ -11,37 +13,89 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import random
 import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import defaultdict
+from typing import ClassVar
 
 import queue_runtime as qr
+from queue_runtime.actors import Bot, Event, Handler, PermanentFailure
 
 QUEUE = "github-events"
-POISON = "poison"
 
 
-@dataclass
-class Tally:
-    handled: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
-    by_type: Counter[str] = field(default_factory=Counter)
-    retries: int = 0
-    completed: int = 0
+class Ledger:
+    """What the demo handlers did, to check the bot's promises afterwards."""
+
+    def __init__(self) -> None:
+        self.handled: dict[str, list[int]] = defaultdict(list)
+        self.attempts: dict[str, int] = defaultdict(int)
+        self.concurrent_in_session = 0
+        self._busy: set[str] = set()
+
+    def begin(self, event: Event) -> None:
+        self.attempts[event.message_id] += 1
+        key = event.session_id or event.message_id
+        if key in self._busy:
+            self.concurrent_in_session += 1
+        self._busy.add(key)
+
+    def end(self, event: Event, ok: bool) -> None:
+        self._busy.discard(event.session_id or event.message_id)
+        if ok and event.session_id is not None:
+            self.handled[event.session_id].append(event.json()["sequence"])
 
 
-def github_events(sessions: int, per_session: int, poison: int, seed: int) -> list[qr.Message]:
-    """Webhook-shaped messages: ``pull_request``/``issues`` per session, ``push`` per repo."""
+LEDGER = Ledger()
+
+
+class GitHubHandler(Handler):
+    """Shared demo behaviour: a little latency, flaky and poison events."""
+
+    async def handle(self, event: Event) -> None:
+        LEDGER.begin(event)
+        ok = False
+        try:
+            payload = event.json()
+            await asyncio.sleep(0.001)  # a call to the GitHub API, say
+            if payload.get("poison"):
+                raise ValueError(f"cannot process {event.type} #{payload['number']}")
+            if payload.get("flaky") and event.attempt == 1:
+                raise ConnectionError("GitHub API timed out")
+            if payload.get("malformed"):
+                raise PermanentFailure("payload is missing 'repository'")
+            ok = True
+        finally:
+            LEDGER.end(event, ok)
+
+
+class PullRequests(GitHubHandler):
+    event_types: ClassVar[tuple[str, ...]] = ("pull_request",)
+
+
+class Issues(GitHubHandler):
+    event_types: ClassVar[tuple[str, ...]] = ("issues",)
+
+
+class Pushes(GitHubHandler):
+    event_types: ClassVar[tuple[str, ...]] = ("push",)
+
+
+def github_events(sessions: int, per_session: int, seed: int) -> list[qr.Message]:
+    """Webhook-shaped messages; about 2 % flaky, 3 poison, 1 malformed."""
     rng = random.Random(seed)
     repos = [f"octo-org/service-{i}" for i in range(max(1, sessions // 20))]
-    targets = []
-    for n in range(1, sessions + 1):
-        kind = "pull" if n % 3 else "issues"
-        targets.append((rng.choice(repos), kind, n))
-    poisoned = set(rng.sample(range(sessions * per_session), poison))
+    targets = [
+        (rng.choice(repos), "pull" if n % 3 else "issues", n) for n in range(1, sessions + 1)
+    ]
+    total = sessions * per_session
+    poison = set(rng.sample(range(total), 3))
+    malformed = rng.randrange(total)
     messages = []
     for step in range(per_session):
         for index, (repo, kind, number) in enumerate(targets):
+            serial = step * sessions + index
             event = "pull_request" if kind == "pull" else "issues"
             if step % 5 == 4:
                 event = "push"
@@ -50,95 +104,82 @@ def github_events(sessions: int, per_session: int, poison: int, seed: int) -> li
                 "number": number,
                 "repository": {"full_name": repo},
                 "sequence": step,
+                "flaky": rng.random() < 0.02,
+                "poison": serial in poison,
+                "malformed": serial == malformed,
             }
-            attributes = {"event_type": event}
-            if step * sessions + index in poisoned:
-                attributes[POISON] = "true"
             messages.append(
                 qr.Message.from_json(
                     payload,
-                    attributes=attributes,
+                    attributes={"event_type": event},
                     session_id=f"{repo}/{kind}/{number}",
-                    correlation_id=f"delivery-{step}-{index}",
+                    correlation_id=f"delivery-{serial}",
                 )
             )
     return messages
 
 
-async def consume(client: qr.QueueClient, tally: Tally, stop: asyncio.Event) -> None:
-    """Receive, handle and settle until ``stop`` is set."""
-    while not stop.is_set():
-        batch = await client.receive_messages(QUEUE, 10, timeout=0.05)
-        for message in batch:
-            if message.attributes.get(POISON):
-                tally.retries += 1
-                await client.abandon_message(message.receipt)  # DLQ after max deliveries
-                continue
-            assert message.session_id is not None
-            tally.handled[message.session_id].append(message.json()["sequence"])
-            tally.by_type[message.attributes["event_type"]] += 1
-            await client.complete_message(message.receipt)
-            tally.completed += 1
-
-
-async def run(sessions: int, per_session: int, poison: int, consumers: int, seed: int) -> bool:
-    client = await qr.create_client(qr.InMemoryConfig(max_queue_size=1_000_000))
-    async with client:
-        events = github_events(sessions, per_session, poison, seed)
-        print(
-            f"publishing {len(events)} GitHub events for {sessions} pull requests and issues "
-            f"({poison} poison) ..."
-        )
-        started = time.perf_counter()
-        await client.send_messages(QUEUE, events)
-        tally, stop = Tally(), asyncio.Event()
-        workers = [asyncio.create_task(consume(client, tally, stop)) for _ in range(consumers)]
-        expected = len(events) - poison
-        try:
-            ticks = 0
-            while tally.completed < expected or len(await client.peek_dead_letters(QUEUE)) < poison:
-                await asyncio.sleep(0.02)
-                ticks += 1
-                if ticks % 25 == 0:
-                    print(f"  handled {tally.completed}/{expected}, retries {tally.retries}")
-        finally:
-            stop.set()
-            await asyncio.gather(*workers)
+async def run(sessions: int, per_session: int, seed: int, mode: str) -> bool:
+    config = qr.InMemoryConfig(session_mode=mode, max_queue_size=1_000_000)  # type: ignore[arg-type]
+    client = await qr.create_client(config)
+    events = github_events(sessions, per_session, seed)
+    print(
+        f"publishing {len(events):,} GitHub events for {sessions} pull requests and issues "
+        f"({mode} sessions) ..."
+    )
+    await client.send_messages(QUEUE, events)
+    retry = qr.RetryPolicy(max_attempts=2, initial_delay=0.01, jitter=0.0)
+    bot = Bot(client, QUEUE, [PullRequests, Issues, Pushes], retry=retry, receive_wait=0.05)
+    started = time.perf_counter()
+    async with bot:
+        last = 0.0
+        while True:
+            stats = bot.stats()
+            if stats.completed + stats.dead_lettered >= len(events):
+                break
+            now = time.perf_counter()
+            if now - last >= 0.25:
+                print(
+                    f"  {now - started:5.2f} s  completed {stats.completed:,}  "
+                    f"retried {stats.retried}  dead-lettered {stats.dead_lettered}  "
+                    f"sessions {stats.active_sessions}"
+                )
+                last = now
+            await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - started
-        dead = await client.peek_dead_letters(QUEUE, max_messages=poison + 10)
+        stats = bot.stats()
+    dead = await client.peek_dead_letters(QUEUE, max_messages=100)
+    await client.aclose()
 
-    in_order = all(seq == sorted(seq) for seq in tally.handled.values())
+    in_order = all(seq == sorted(seq) for seq in LEDGER.handled.values())
     print()
     print(
-        f"handled      {tally.completed} events in {elapsed:.2f} s "
-        f"({tally.completed / elapsed:,.0f} events/s, {consumers} consumers)"
+        f"handled       {stats.completed:,} events in {elapsed:.2f} s "
+        f"({stats.completed / elapsed:,.0f} events/s)"
     )
-    print(f"by type      {dict(tally.by_type)}")
     print(
-        f"sessions     {len(tally.handled)}, per-session order "
-        f"{'verified' if in_order else 'VIOLATED'}"
+        f"order         {len(LEDGER.handled)} sessions, per-session order "
+        f"{'verified' if in_order else 'VIOLATED'}, "
+        f"{LEDGER.concurrent_in_session} overlaps within a session"
     )
-    print(f"retries      {tally.retries} (abandoned poison deliveries)")
-    print(f"dead-letters {len(dead)}")
+    print(f"retries       {stats.retried} in place, {stats.abandoned} abandoned for redelivery")
+    print(f"dead-letters  {len(dead)}")
     for letter in dead:
         print(
-            f"  {letter.session_id}: {letter.dead_letter_reason} "
-            f"after {letter.delivery_count} deliveries ({letter.dead_letter_description})"
+            f"  {letter.session_id}: {letter.dead_letter_reason} - {letter.dead_letter_description}"
         )
-    return in_order and tally.completed == expected and len(dead) == poison
+    return in_order and LEDGER.concurrent_in_session == 0 and len(dead) == 4
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--sessions", type=int, default=300, help="pull requests and issues")
+    parser.add_argument("--sessions", type=int, default=400, help="pull requests and issues")
     parser.add_argument("--events-per-session", type=int, default=10)
-    parser.add_argument("--poison", type=int, default=3, help="events that always fail")
-    parser.add_argument("--consumers", type=int, default=4)
+    parser.add_argument("--mode", choices=["emulated", "native"], default="emulated")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
-    ok = asyncio.run(
-        run(args.sessions, args.events_per_session, args.poison, args.consumers, args.seed)
-    )
+    logging.basicConfig(level=logging.WARNING, format="  [%(levelname)s] %(message)s")
+    ok = asyncio.run(run(args.sessions, args.events_per_session, args.seed, args.mode))
     return 0 if ok else 1
 
 
