@@ -205,6 +205,7 @@ def _wrap_secret(config: object, name: str, path: str) -> Secret | None:
     return value
 
 
+_QUEUE_PATTERN = re.compile(r"[A-Za-z0-9_.*?-]{1,260}")
 _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOTTED_HOST = re.compile(rf"(?=.{{1,253}}\Z){_HOST_LABEL}(?:\.{_HOST_LABEL})+\Z")
 
@@ -378,6 +379,13 @@ class AzureServiceBusConfig:
     ``"default"`` (``DefaultAzureCredential``), ``"managed_identity"`` (optional
     user-assigned ``client_id``) or ``"client_secret"`` (``tenant_id``, ``client_id``
     and ``client_secret``). Secret fields accept a plain ``str`` and wrap it.
+
+    ``session_queues`` names the session-enabled queues (comma-separated names or
+    ``fnmatch`` patterns such as ``"orders,pr-*"``): those report native sessions and all
+    others none. Unset, every queue reports native sessions and the provider learns from
+    the service which queues refuse session (or plain) receivers. ``max_message_size`` is
+    the entity's limit on the encoded message (256 KiB on the standard tier, up to
+    100 MiB on premium); the provider keeps a small reserve of it for the AMQP envelope.
     """
 
     kind: ClassVar[Literal["azure"]] = "azure"
@@ -392,6 +400,7 @@ class AzureServiceBusConfig:
     prefetch: int = 0
     max_message_size: int = 262_144
     max_delivery_count: int = 10
+    session_queues: str | None = None
 
     def __post_init__(self) -> None:
         connection_string = _wrap_secret(self, "connection_string", "azure.connection_string")
@@ -435,6 +444,21 @@ class AzureServiceBusConfig:
             self.max_message_size, 1, "azure.max_message_size", maximum=_AZURE_MAX_MESSAGE_SIZE
         )
         _int_at_least(self.max_delivery_count, 1, "azure.max_delivery_count")
+        _optional_text(self.session_queues, "azure.session_queues")
+        if self.session_queues is not None:
+            for pattern in self.session_queues.split(","):
+                if not _QUEUE_PATTERN.fullmatch(pattern.strip()):
+                    raise ConfigurationError(
+                        "expected comma-separated queue names or patterns "
+                        "(letters, digits, '_', '-', '.', '*', '?')",
+                        field="azure.session_queues",
+                    )
+
+    def session_queue_patterns(self) -> tuple[str, ...]:
+        """The ``session_queues`` entries, stripped (empty when unset)."""
+        if self.session_queues is None:
+            return ()
+        return tuple(pattern.strip() for pattern in self.session_queues.split(","))
 
     def _check_credential(self, client_secret: Secret | None) -> None:
         if self.credential == "client_secret":

@@ -1,0 +1,855 @@
+"""The Azure Service Bus provider: the provider interface over azure-servicebus ``aio``.
+
+One :class:`~azure.servicebus.aio.ServiceBusClient` per provider. Senders and
+receivers are cached per queue (the dead-letter sub-queue has its own) and
+closed by :meth:`AzureServiceBusProvider.aclose`; each accepted session is a
+session receiver of its own, closed by its :class:`AzureSessionReceiver`.
+Receipts carry the receiver that received the message, and settlement goes
+through it, as Service Bus requires.
+
+What the service does not offer directly:
+
+* **Abandon with a delay.** Service Bus abandons at once. The provider keeps
+  the message locked for the delay (renewing the lock of a non-session
+  message as needed) and abandons it when the delay has passed, so the message
+  keeps its place, its session order and its delivery count. The wait is a
+  task the provider owns: :meth:`~AzureServiceBusProvider.aclose` abandons
+  waiting messages at once. If the process dies meanwhile, the message
+  reappears when its lock expires.
+* **Purge.** Receive-and-delete from the dead-letter queue until it is empty
+  (messages locked by someone else at that moment stay).
+* **Which queues have sessions.** Service Bus refuses plain receivers on
+  session-enabled queues and session receivers on the others. Unless
+  ``session_queues`` says which queues are which, every queue reports
+  ``NATIVE`` sessions and the provider learns from those refusals: a queue that
+  refuses session receivers reports ``NONE`` from then on, and a plain receive
+  on a queue that requires sessions returns nothing at its timeout (its
+  messages are all in sessions), exactly like the in-memory provider's native
+  mode.
+
+Example:
+    >>> import queue_runtime as qr
+    >>> from queue_runtime.providers.azure import AzureServiceBusProvider
+    >>> config = qr.AzureServiceBusConfig(namespace="bus.servicebus.windows.net",
+    ...                                   credential="managed_identity")
+    >>> provider = AzureServiceBusProvider(config)   # connects on first use
+    >>> provider.capabilities.max_batch_size, provider.capabilities.max_message_size
+    (100, 258048)
+    >>> import asyncio; asyncio.run(provider.aclose())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, cast
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import AzureError
+from azure.servicebus import (
+    NEXT_AVAILABLE_SESSION,
+    ServiceBusMessage,
+    ServiceBusMessageBatch,
+    ServiceBusReceivedMessage,
+    ServiceBusReceiveMode,
+    ServiceBusSubQueue,
+)
+from azure.servicebus.exceptions import (
+    MessageSizeExceededError,
+    MessagingEntityNotFoundError,
+    SessionCannotBeLockedError,
+)
+from azure.servicebus.exceptions import OperationTimeoutError as SdkOperationTimeoutError
+
+from queue_runtime.clock import Clock, SystemClock, to_datetime
+from queue_runtime.config import AzureServiceBusConfig
+from queue_runtime.errors import (
+    BatchTooLargeError,
+    ConfigurationError,
+    InvalidReceiptError,
+    MessageTooLargeError,
+    QueueError,
+    SessionNotFoundError,
+    SessionsNotSupportedError,
+    ValidationError,
+)
+from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
+from queue_runtime.provider import Capabilities, ProviderType, SessionSupport
+
+from .connection import build_client, secret_values
+from .errors import refuses_plain_receivers, refuses_session_receivers, scrub, translate
+from .messages import MAX_DEAD_LETTER_TEXT, to_received, to_service_bus
+from .sdk import ReceiverSeam, SenderSeam, ServiceBusSeam
+
+__all__ = ["AzureServiceBusProvider", "AzureSessionReceiver", "create_provider"]
+
+_log = logging.getLogger("queue_runtime.providers.azure")
+
+MAX_BATCH_SIZE: Final = 100
+"""Messages per send call (spec: Azure batches of at most 100)."""
+
+ENVELOPE_RESERVE: Final = 4096
+"""Bytes of ``max_message_size`` kept for the AMQP envelope: message id, session
+id, correlation id and content type as AMQP properties, the encoding overhead of
+each attribute, and batch framing. ``capabilities.max_message_size`` is the rest,
+so a message the client lets through (body plus attributes) fits unless its
+metadata is unusual (hundreds of attributes, very long ids); such a message fails
+with MessageTooLargeError, measured on its encoded size, before anything is sent."""
+
+PURGE_BATCH: Final = 100
+PURGE_WAIT: Final = 1.0
+"""Seconds a purge waits for more dead letters before it decides the DLQ is empty."""
+
+_MIN_WAIT: Final = 0.01
+"""The SDK wants wait times > 0; a zero timeout becomes this."""
+_MIN_SESSION_WAIT: Final = 0.1
+"""Shortest wait for "next available session" handed to the service."""
+_MAX_RENEW_MARGIN: Final = 10.0
+
+_SDK_ERRORS: Final = (AzureError, ValueError, OSError)
+"""What SDK calls raise (``MessageAlreadySettled`` is a ``ValueError``; ``TimeoutError``
+is an ``OSError``)."""
+
+
+@dataclass(eq=False, slots=True)
+class _Delivery:
+    """What a receipt knows: where the message came from and the receiver holding it."""
+
+    queue: QueueName
+    dead_letter: bool
+    token: str
+    receiver: ReceiverSeam
+    message: ServiceBusReceivedMessage
+    session: AzureSessionReceiver | None
+    lock_span: float
+    settled: bool = False
+
+
+class _Receiver:
+    """A cached SDK receiver; receive calls on it take turns.
+
+    Its link is opened before the first receive: the SDK counts opening against
+    the receive's wait, so a short wait on a cold receiver could return nothing
+    although messages are waiting.
+    """
+
+    __slots__ = ("lock", "opened", "sdk")
+
+    def __init__(self, sdk: ReceiverSeam, *, opened: bool = False) -> None:
+        self.sdk = sdk
+        self.lock = asyncio.Lock()
+        self.opened = opened
+
+
+class AzureServiceBusProvider:
+    """Queues of one Service Bus namespace. Build it with
+    :func:`queue_runtime.create_client` and an ``AzureServiceBusConfig``.
+
+    ``client`` replaces the SDK client built from ``config`` (tests pass a fake
+    with the same interface, see :mod:`queue_runtime.providers.azure.sdk`); the
+    provider then owns and closes it.
+    """
+
+    def __init__(
+        self,
+        config: AzureServiceBusConfig,
+        *,
+        clock: Clock | None = None,
+        client: ServiceBusSeam | None = None,
+    ) -> None:
+        if not isinstance(config, AzureServiceBusConfig):
+            raise ConfigurationError("expected AzureServiceBusConfig", field="provider")
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self._id = f"azure-{uuid.uuid4().hex[:12]}"
+        self._secrets = secret_values(config)
+        self._credential: AsyncTokenCredential | None = None
+        if client is None:
+            built, self._credential = build_client(config)
+            client = built  # mypy checks here that the real client fits the seam
+        self._client: ServiceBusSeam = client
+        reserve = min(ENVELOPE_RESERVE, config.max_message_size // 16)
+        self._capabilities = Capabilities(
+            ProviderType.AZURE_SERVICE_BUS, MAX_BATCH_SIZE, config.max_message_size - reserve
+        )
+        self._patterns = config.session_queue_patterns()
+        self._senders: dict[str, SenderSeam] = {}
+        self._receivers: dict[tuple[str, bool], _Receiver] = {}
+        self._sessions: set[AzureSessionReceiver] = set()
+        self._delayed: set[asyncio.Task[None]] = set()
+        self._requires_sessions: set[str] = set()
+        self._refuses_sessions: set[str] = set()
+        self._closed = False
+
+    # -- the provider interface ---------------------------------------------
+
+    @property
+    def provider_id(self) -> str:
+        return self._id
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    def session_support(self, queue: QueueName) -> SessionSupport:
+        """``NATIVE`` for session-enabled queues (all, unless configured or learned otherwise)."""
+        if queue in self._refuses_sessions:
+            return SessionSupport.NONE
+        if self._patterns and not self._listed(queue):
+            return SessionSupport.NONE
+        return SessionSupport.NATIVE
+
+    async def send(self, queue: QueueName, messages: Sequence[Message]) -> None:
+        """Send in order, as few SDK batches as their encoded size allows.
+
+        Every message is encoded and checked against the size limit before the
+        first batch goes out, so an oversize message fails the call with
+        nothing sent.
+        """
+        self._check_open("send")
+        if len(messages) > MAX_BATCH_SIZE:
+            raise BatchTooLargeError(
+                f"{len(messages)} messages in one call, the limit is {MAX_BATCH_SIZE}",
+                operation="send",
+                queue=queue,
+            )
+        outgoing = [to_service_bus(message) for message in messages]
+        sender = self._sender(queue)
+        try:
+            parts = await self._pack(sender, queue, messages, outgoing)
+            for part in parts:
+                await sender.send_messages(part)
+        except _SDK_ERRORS as exc:
+            await self._forget_missing(exc, queue)
+            largest = max((message.size for message in messages), default=0)
+            raise self._error(
+                exc, "send", queue, size=largest, max_size=self.config.max_message_size
+            ) from exc
+
+    async def receive(
+        self, queue: QueueName, max_messages: int, timeout: float
+    ) -> list[ReceivedMessage]:
+        self._check_open("receive")
+        if queue in self._requires_sessions:
+            # every message of a session-enabled queue belongs to a session
+            await asyncio.sleep(max(0.0, timeout))
+            return []
+        return await self._receive(self._receiver(queue, False), queue, max_messages, timeout)
+
+    async def complete(self, receipt: ReceiptHandle) -> None:
+        delivery = self._delivery(receipt, "complete")
+        try:
+            await delivery.receiver.complete_message(delivery.message)
+        except _SDK_ERRORS as exc:
+            raise self._error(exc, "complete", receipt.queue, delivery) from exc
+        delivery.settled = True
+
+    async def abandon(self, receipt: ReceiptHandle, delay: float | None = None) -> None:
+        """Make the message visible again, at once or (still locked meanwhile) after ``delay``."""
+        delivery = self._delivery(receipt, "abandon")
+        if delay:
+            until = receipt.locked_until.timestamp()
+            if delivery.session is None and until <= self.clock.now():
+                raise InvalidReceiptError(
+                    "the lock expired", operation="abandon", queue=receipt.queue
+                )
+            delivery.settled = True
+            deadline = self.clock.now() + delay
+            task = asyncio.create_task(self._abandon_later(delivery, deadline, until))
+            self._delayed.add(task)
+            task.add_done_callback(self._delayed.discard)
+            if delivery.session is not None:
+                delivery.session.hold(task)
+            return
+        try:
+            await delivery.receiver.abandon_message(delivery.message)
+        except _SDK_ERRORS as exc:
+            raise self._error(exc, "abandon", receipt.queue, delivery) from exc
+        delivery.settled = True
+
+    async def dead_letter(
+        self, receipt: ReceiptHandle, reason: str, description: str | None = None
+    ) -> None:
+        delivery = self._delivery(receipt, "dead_letter")
+        if delivery.dead_letter:
+            raise InvalidReceiptError(
+                "the message is already in the dead-letter queue",
+                operation="dead_letter",
+                queue=receipt.queue,
+            )
+        try:
+            await delivery.receiver.dead_letter_message(
+                delivery.message,
+                reason=reason[:MAX_DEAD_LETTER_TEXT],
+                error_description=_cut(description),
+            )
+        except _SDK_ERRORS as exc:
+            raise self._error(exc, "dead_letter", receipt.queue, delivery) from exc
+        delivery.settled = True
+
+    async def renew_lock(self, receipt: ReceiptHandle) -> datetime:
+        """Extend the message lock; for a session message, the session lock (which covers it)."""
+        delivery = self._delivery(receipt, "renew_lock")
+        try:
+            if delivery.session is not None:
+                until = await delivery.receiver.session.renew_lock()
+            else:
+                until = await delivery.receiver.renew_message_lock(delivery.message)
+        except _SDK_ERRORS as exc:
+            raise self._error(exc, "renew_lock", receipt.queue, delivery) from exc
+        receipt.extend(until)
+        return until
+
+    async def accept_session(
+        self, queue: QueueName, session_id: SessionId | None, timeout: float
+    ) -> AzureSessionReceiver | None:
+        """Lock the named session, or the next one with messages; ``None`` if none in time."""
+        self._check_open("accept_session")
+        if self.session_support(queue) is SessionSupport.NONE:
+            raise SessionsNotSupportedError(
+                "this queue has no sessions", operation="accept_session", queue=queue
+            )
+        sdk = self._client.get_queue_receiver(
+            queue,
+            session_id=NEXT_AVAILABLE_SESSION if session_id is None else session_id,
+            max_wait_time=max(timeout, _MIN_SESSION_WAIT) if session_id is None else None,
+            prefetch_count=self.config.prefetch,
+        )
+        try:
+            await sdk.__aenter__()
+        except BaseException as exc:
+            await self._close_quietly(sdk, "session receiver", queue)
+            if not isinstance(exc, _SDK_ERRORS):
+                raise
+            if session_id is None and isinstance(
+                exc, SdkOperationTimeoutError | SessionCannotBeLockedError
+            ):
+                return None
+            if refuses_session_receivers(exc):
+                self._refuses_sessions.add(queue)
+                raise SessionsNotSupportedError(
+                    "the queue is not session-enabled", operation="accept_session", queue=queue
+                ) from exc
+            raise self._error(exc, "accept_session", queue) from exc
+        session = AzureSessionReceiver(self, queue, sdk)
+        self._sessions.add(session)
+        return session
+
+    async def receive_dead_letters(
+        self, queue: QueueName, max_messages: int, timeout: float
+    ) -> list[ReceivedMessage]:
+        self._check_open("receive_dead_letters")
+        entry = self._receiver(queue, True)
+        return await self._receive(
+            entry, queue, max_messages, timeout, dead_letter=True, operation="receive_dead_letters"
+        )
+
+    async def peek_dead_letters(self, queue: QueueName, max_messages: int) -> list[ReceivedMessage]:
+        """Read up to ``max_messages`` dead letters from the oldest, without locking them."""
+        self._check_open("peek_dead_letters")
+        entry = self._receiver(queue, True)
+        peeked: list[ServiceBusReceivedMessage] = []
+        start = 1
+        try:
+            while len(peeked) < max_messages:
+                page = await entry.sdk.peek_messages(
+                    max_message_count=max_messages - len(peeked), sequence_number=start
+                )
+                if not page:
+                    break
+                peeked.extend(page)
+                start = (page[-1].sequence_number or start) + 1
+        except _SDK_ERRORS as exc:
+            await self._forget_missing(exc, queue)
+            raise self._error(exc, "peek_dead_letters", queue) from exc
+        now = to_datetime(self.clock.now())
+        return [
+            self._received(sb, queue, entry.sdk, None, dead_letter=True, now=now) for sb in peeked
+        ]
+
+    async def purge_dead_letters(self, queue: QueueName) -> int:
+        """Receive-and-delete the DLQ until it stays empty for :data:`PURGE_WAIT` seconds."""
+        self._check_open("purge_dead_letters")
+        sdk = self._client.get_queue_receiver(
+            queue,
+            sub_queue=ServiceBusSubQueue.DEAD_LETTER,
+            receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE,
+        )
+        removed = 0
+        try:
+            await sdk.__aenter__()  # opening must not eat the first wait (see _Receiver)
+            while batch := await sdk.receive_messages(
+                max_message_count=PURGE_BATCH, max_wait_time=PURGE_WAIT
+            ):
+                removed += len(batch)
+        except _SDK_ERRORS as exc:
+            raise self._error(exc, "purge_dead_letters", queue) from exc
+        finally:
+            await self._close_quietly(sdk, "purge receiver", queue)
+        return removed
+
+    async def aclose(self) -> None:
+        """Abandon messages waiting out a delay, close sessions, receivers, senders, client.
+
+        Idempotent; later calls fail with :class:`QueueError`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        delayed = list(self._delayed)
+        for task in delayed:
+            task.cancel()
+        await asyncio.gather(*delayed, return_exceptions=True)
+        for session in list(self._sessions):
+            await session.close()
+        for (queue, _), entry in list(self._receivers.items()):
+            await self._close_quietly(entry.sdk, "receiver", queue)
+        for queue, sender in list(self._senders.items()):
+            await self._close_quietly(sender, "sender", queue)
+        self._receivers.clear()
+        self._senders.clear()
+        await self._close_quietly(self._client, "client", "")
+        if self._credential is not None:
+            await self._close_quietly(self._credential, "credential", "")
+
+    # -- beyond the interface -----------------------------------------------
+
+    async def schedule_messages(
+        self, queue: str, messages: Sequence[Message], at: datetime
+    ) -> list[int]:
+        """Schedule ``messages`` for ``at``; returns their sequence numbers (to cancel them).
+
+        ``QueueClient.schedule_message`` does not need this (it sends with a
+        scheduled enqueue time); use it when you may want to cancel.
+        """
+        name = QueueName(queue)
+        self._check_open("schedule")
+        if at.tzinfo is None:
+            raise ValidationError("must be a timezone-aware datetime", field="at")
+        outgoing = [to_service_bus(message) for message in messages]
+        try:
+            return list(await self._sender(name).schedule_messages(outgoing, at))
+        except _SDK_ERRORS as exc:
+            await self._forget_missing(exc, name)
+            raise self._error(exc, "schedule", name) from exc
+
+    async def cancel_scheduled_messages(self, queue: str, sequence_numbers: Sequence[int]) -> None:
+        """Cancel scheduled messages that have not been enqueued yet."""
+        name = QueueName(queue)
+        self._check_open("cancel_scheduled")
+        try:
+            await self._sender(name).cancel_scheduled_messages(list(sequence_numbers))
+        except _SDK_ERRORS as exc:
+            raise self._error(exc, "cancel_scheduled", name) from exc
+
+    def __repr__(self) -> str:
+        auth = "connection string" if self.config.connection_string else self.config.credential
+        return f"AzureServiceBusProvider(id={self._id!r}, auth={auth!r})"
+
+    # -- internals ------------------------------------------------------------
+
+    def _listed(self, queue: str) -> bool:
+        return any(fnmatch.fnmatchcase(queue, pattern) for pattern in self._patterns)
+
+    def _check_open(self, operation: str) -> None:
+        if self._closed:
+            raise QueueError("the Azure Service Bus provider is closed", operation=operation)
+
+    def _error(
+        self,
+        exc: BaseException,
+        operation: str,
+        queue: str,
+        delivery: _Delivery | None = None,
+        *,
+        size: int | None = None,
+        max_size: int | None = None,
+    ) -> QueueError:
+        message_id = None if delivery is None else delivery.message.message_id
+        return translate(
+            exc,
+            operation=operation,
+            queue=queue,
+            message_id=message_id,
+            secrets=self._secrets,
+            size=size,
+            max_size=max_size,
+        )
+
+    def _sender(self, queue: str) -> SenderSeam:
+        sender = self._senders.get(queue)
+        if sender is None:
+            sender = self._senders[queue] = self._client.get_queue_sender(queue)
+        return sender
+
+    def _receiver(self, queue: str, dead_letter: bool) -> _Receiver:
+        entry = self._receivers.get((queue, dead_letter))
+        if entry is None:
+            sdk = self._client.get_queue_receiver(
+                queue,
+                sub_queue=ServiceBusSubQueue.DEAD_LETTER if dead_letter else None,
+                prefetch_count=self.config.prefetch,
+            )
+            entry = self._receivers[(queue, dead_letter)] = _Receiver(sdk)
+        return entry
+
+    async def _forget_missing(self, exc: BaseException, queue: str) -> None:
+        """Drop cached handlers of a queue the service says does not exist."""
+        if not isinstance(exc, MessagingEntityNotFoundError):
+            return
+        sender = self._senders.pop(queue, None)
+        if sender is not None:
+            await self._close_quietly(sender, "sender", queue)
+        for dead_letter in (False, True):
+            entry = self._receivers.pop((queue, dead_letter), None)
+            if entry is not None:
+                await self._close_quietly(entry.sdk, "receiver", queue)
+
+    async def _close_quietly(self, handler: Any, what: str, queue: str) -> None:
+        """Close an SDK object; a failure is logged, never raised (closing is best effort)."""
+        try:
+            await handler.close()
+        except Exception as exc:
+            _log.warning(
+                "closing the %s of queue %r failed: %s: %s",
+                what,
+                queue,
+                type(exc).__name__,
+                scrub(str(exc), self._secrets),
+            )
+
+    async def _pack(
+        self,
+        sender: SenderSeam,
+        queue: QueueName,
+        messages: Sequence[Message],
+        outgoing: list[ServiceBusMessage],
+    ) -> list[ServiceBusMessageBatch | ServiceBusMessage]:
+        """Fill SDK batches in order; a message too big for any batch goes alone.
+
+        Raises MessageTooLargeError if a message's encoded size exceeds the
+        entity's limit. Nothing is sent here.
+        """
+        parts: list[ServiceBusMessageBatch | ServiceBusMessage] = []
+        batch = await sender.create_message_batch()
+        for message, sb in zip(messages, outgoing, strict=True):
+            if _try_add(batch, sb):
+                continue
+            if len(batch):
+                parts.append(batch)
+                batch = await sender.create_message_batch()
+                if _try_add(batch, sb):
+                    continue
+            size = _encoded_size(sb)
+            limit = self.config.max_message_size
+            if size > limit:
+                raise MessageTooLargeError(
+                    size, limit, operation="send", queue=queue, message_id=message.message_id
+                )
+            parts.append(sb)  # bigger than a batch may be (premium tier), not than a message
+        if len(batch):
+            parts.append(batch)
+        return parts
+
+    async def _receive(
+        self,
+        entry: _Receiver,
+        queue: QueueName,
+        max_messages: int,
+        timeout: float,
+        *,
+        dead_letter: bool = False,
+        operation: str = "receive",
+    ) -> list[ReceivedMessage]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        if not await _acquire(entry.lock, timeout):
+            return []
+        try:
+            if not entry.opened:
+                await entry.sdk.__aenter__()
+                entry.opened = True
+            wait = max(deadline - loop.time(), _MIN_WAIT)
+            batch = await entry.sdk.receive_messages(
+                max_message_count=max_messages, max_wait_time=wait
+            )
+        except _SDK_ERRORS as exc:
+            if not dead_letter and refuses_plain_receivers(exc):
+                _log.info(
+                    "queue %r requires sessions: plain receives return nothing, use accept_session",
+                    queue,
+                )
+                self._requires_sessions.add(queue)
+                self._receivers.pop((queue, False), None)
+                await self._close_quietly(entry.sdk, "receiver", queue)
+                await asyncio.sleep(max(0.0, deadline - loop.time()))
+                return []
+            await self._forget_missing(exc, queue)
+            raise self._error(exc, operation, queue) from exc
+        finally:
+            entry.lock.release()
+        now = to_datetime(self.clock.now())
+        return [
+            self._received(sb, queue, entry.sdk, None, dead_letter=dead_letter, now=now)
+            for sb in batch
+        ]
+
+    def _received(
+        self,
+        sb: ServiceBusReceivedMessage,
+        queue: QueueName,
+        receiver: ReceiverSeam,
+        session: AzureSessionReceiver | None,
+        *,
+        dead_letter: bool,
+        now: datetime,
+    ) -> ReceivedMessage:
+        lock_token = sb.lock_token
+        # the SDK reports no message lock for session messages: the session lock covers them
+        locked_until = session.locked_until if session is not None else sb.locked_until_utc or now
+        native: _Delivery | None = None
+        if lock_token is None:
+            token = f"peek-{sb.sequence_number}"
+        else:
+            token = str(lock_token)
+            native = _Delivery(
+                queue=queue,
+                dead_letter=dead_letter,
+                token=token,
+                receiver=receiver,
+                message=sb,
+                session=session,
+                lock_span=max(0.0, (locked_until - now).total_seconds()),
+            )
+        receipt = ReceiptHandle(
+            provider_id=self._id,
+            queue=queue,
+            token=token,
+            locked_until=locked_until,
+            dead_letter=dead_letter,
+            native=native,
+        )
+        return to_received(sb, receipt=receipt, delivered_at=now, dead_letter=dead_letter)
+
+    def _delivery(self, receipt: ReceiptHandle, operation: str) -> _Delivery:
+        """The delivery a receipt stands for, or InvalidReceiptError."""
+        if not isinstance(receipt, ReceiptHandle) or receipt.provider_id != self._id:
+            raise InvalidReceiptError(
+                "the receipt was not issued by this provider", operation=operation
+            )
+        self._check_open(operation)
+        delivery = receipt.native
+        if (
+            not isinstance(delivery, _Delivery)
+            or delivery.queue != receipt.queue
+            or delivery.dead_letter != receipt.dead_letter
+            or delivery.token != receipt.token
+        ):
+            raise InvalidReceiptError(
+                "the receipt does not belong to a message of this queue",
+                operation=operation,
+                queue=receipt.queue,
+            )
+        if delivery.settled:
+            raise InvalidReceiptError(
+                "the message was already settled", operation=operation, queue=receipt.queue
+            )
+        if delivery.session is not None and delivery.session.closed:
+            raise InvalidReceiptError(
+                f"session {delivery.session.session_id!r} was closed before the message "
+                "was settled",
+                operation=operation,
+                queue=receipt.queue,
+            )
+        return delivery
+
+    async def _abandon_later(self, delivery: _Delivery, deadline: float, until: float) -> None:
+        """Hold the lock until ``deadline`` (provider time), then abandon.
+
+        A non-session message's lock is renewed when it would run out first; a
+        session message is covered by its session lock (its holder renews that).
+        Cancelled (by :meth:`aclose`), it abandons at once; if its session was
+        closed meanwhile, closing released it already.
+        """
+        clock = self.clock
+        margin = min(_MAX_RENEW_MARGIN, delivery.lock_span / 3)
+        renews = delivery.session is None
+        try:
+            while (now := clock.now()) < deadline:
+                step = deadline - now
+                if renews and until - margin < deadline:
+                    step = min(step, max(0.0, until - margin - now))
+                await clock.sleep(step)
+                now = clock.now()
+                if renews and now < deadline and now >= until - margin:
+                    renewed = await delivery.receiver.renew_message_lock(delivery.message)
+                    until = renewed.timestamp()
+        except asyncio.CancelledError:
+            pass  # the provider or the session is closing: abandon now, not after the delay
+        except _SDK_ERRORS as exc:  # the lock could not be renewed: it is lost anyway
+            self._log_delayed_failure(delivery, exc)
+            return
+        if delivery.session is not None and delivery.session.closed:
+            return
+        try:
+            await delivery.receiver.abandon_message(delivery.message)
+        except _SDK_ERRORS as exc:
+            self._log_delayed_failure(delivery, exc)
+
+    def _log_delayed_failure(self, delivery: _Delivery, exc: BaseException) -> None:
+        # the message is not lost: its lock runs out (or its session closed) and it comes back
+        _log.warning(
+            "delayed abandon of message %r in queue %r failed (%s: %s); "
+            "it becomes visible when its lock expires",
+            delivery.message.message_id,
+            delivery.queue,
+            type(exc).__name__,
+            scrub(str(exc), self._secrets),
+        )
+
+
+class AzureSessionReceiver:
+    """A locked Service Bus session (one session receiver). Close it to release the lock."""
+
+    def __init__(self, provider: AzureServiceBusProvider, queue: QueueName, sdk: ReceiverSeam):
+        self._provider = provider
+        self._queue = queue
+        self._sdk = sdk
+        self._entry = _Receiver(sdk, opened=True)
+        self._held: set[asyncio.Task[None]] = set()
+        self.closed = False
+        raw = sdk.session.session_id
+        try:
+            self._session_id = SessionId(raw)
+        except ValidationError:  # sent by another producer; keep it as it is
+            self._session_id = cast(SessionId, raw)
+
+    @property
+    def session_id(self) -> SessionId:
+        return self._session_id
+
+    @property
+    def locked_until(self) -> datetime:
+        until = self._sdk.session.locked_until_utc
+        return until if until is not None else to_datetime(self._provider.clock.now())
+
+    async def receive(self, max_messages: int, timeout: float) -> list[ReceivedMessage]:
+        self._check("session_receive")
+        provider = self._provider
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        if not await _acquire(self._entry.lock, timeout):
+            return []
+        try:
+            if self._held:
+                # a message abandoned with a delay comes back first: later ones wait for it
+                _, pending = await asyncio.wait(
+                    self._held, timeout=max(0.0, deadline - loop.time())
+                )
+                if pending:
+                    return []
+            batch = await self._sdk.receive_messages(
+                max_message_count=max_messages,
+                max_wait_time=max(deadline - loop.time(), _MIN_WAIT),
+            )
+        except _SDK_ERRORS as exc:
+            raise provider._error(exc, "session_receive", self._queue) from exc
+        finally:
+            self._entry.lock.release()
+        now = to_datetime(provider.clock.now())
+        return [
+            provider._received(sb, self._queue, self._sdk, self, dead_letter=False, now=now)
+            for sb in batch
+        ]
+
+    async def renew_lock(self) -> datetime:
+        self._check("renew_session_lock")
+        try:
+            return await self._sdk.session.renew_lock()
+        except _SDK_ERRORS as exc:
+            raise self._provider._error(exc, "renew_session_lock", self._queue) from exc
+
+    async def get_state(self) -> bytes | None:
+        self._check("get_state")
+        try:
+            state: bytes | None = await self._sdk.session.get_state()
+        except _SDK_ERRORS as exc:
+            raise self._provider._error(exc, "get_state", self._queue) from exc
+        return None if state is None else bytes(state)
+
+    async def set_state(self, state: bytes | None) -> None:
+        self._check("set_state")
+        if state is not None and not isinstance(state, bytes):
+            raise ValidationError("must be bytes or None", field="state")
+        try:
+            await self._sdk.session.set_state(state)
+        except _SDK_ERRORS as exc:
+            raise self._provider._error(exc, "set_state", self._queue) from exc
+
+    async def close(self) -> None:
+        """Release the session; its unsettled messages become available to the next holder."""
+        if self.closed:
+            return
+        self.closed = True
+        for task in list(self._held):
+            task.cancel()  # closing releases the held message too
+        self._provider._sessions.discard(self)
+        await self._provider._close_quietly(self._sdk, "session receiver", self._queue)
+
+    def hold(self, task: asyncio.Task[None]) -> None:
+        """Hand out no messages until ``task`` (a delayed abandon of this session) is done."""
+        self._held.add(task)
+        task.add_done_callback(self._held.discard)
+
+    def __repr__(self) -> str:
+        return f"AzureSessionReceiver(queue={self._queue!r}, session_id={self._session_id!r})"
+
+    def _check(self, operation: str) -> None:
+        self._provider._check_open(operation)
+        if self.closed:
+            raise SessionNotFoundError(
+                f"session {self._session_id!r} was closed", operation=operation, queue=self._queue
+            )
+
+
+def _cut(text: str | None) -> str | None:
+    return None if text is None else text[:MAX_DEAD_LETTER_TEXT]
+
+
+def _try_add(batch: ServiceBusMessageBatch, message: ServiceBusMessage) -> bool:
+    try:
+        batch.add_message(message)
+    except MessageSizeExceededError:
+        return False
+    return True
+
+
+def _encoded_size(message: ServiceBusMessage) -> int:
+    """Bytes ``message`` takes in a batch (what the size limit is checked against)."""
+    probe = ServiceBusMessageBatch(max_size_in_bytes=2**62)
+    probe.add_message(message)
+    return probe.size_in_bytes
+
+
+async def _acquire(lock: asyncio.Lock, timeout: float) -> bool:
+    """Take ``lock`` within ``timeout`` seconds; False (lock not held) if that failed."""
+    acquired = False
+    try:
+        async with asyncio.timeout(max(0.0, timeout)):
+            await lock.acquire()
+            acquired = True
+    except TimeoutError:
+        if acquired:
+            lock.release()
+        return False
+    return True
+
+
+def create_provider(config: Any, clock: Clock) -> AzureServiceBusProvider:
+    """Registry entry point: build the provider for an :class:`AzureServiceBusConfig`."""
+    return AzureServiceBusProvider(config, clock=clock)
