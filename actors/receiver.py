@@ -41,6 +41,7 @@ from queue_runtime.errors import (
     QueueError,
     SessionLockLostError,
     SessionNotFoundError,
+    SessionsNotSupportedError,
 )
 from queue_runtime.provider import SessionSupport
 
@@ -141,6 +142,11 @@ class ReceiverActor(AsyncioActor):
                     session = await context.client.accept_session(
                         settings.queue, timeout=settings.receive_wait
                     )
+                except SessionsNotSupportedError:
+                    # the provider learnt that this queue has no sessions: pull plainly
+                    logger.info("queue %s has no sessions; receiving without them", settings.queue)
+                    await self._pull_batches()
+                    return
                 except QueueError as error:
                     failures += 1
                     await self._pause(error, failures)
