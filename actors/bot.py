@@ -45,9 +45,11 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from pykka.messages import ProxyCall
+
 from queue_runtime.actors.context import BotContext, BotSettings, BotStats, Router
 from queue_runtime.actors.dead_letters import DeadLetterActor
-from queue_runtime.actors.handlers import Handler, HandlerSupervisor
+from queue_runtime.actors.handlers import Handler, HandlerSupervisor, routes
 from queue_runtime.actors.locks import LockRenewer
 from queue_runtime.actors.receiver import ReceiverActor
 from queue_runtime.actors.runtime import AsyncioActorRef
@@ -123,8 +125,7 @@ class Bot:
             receive_wait=receive_wait,
         )
         self._handler_classes = list(handlers)
-        if not self._handler_classes:
-            raise ValueError("a bot needs at least one handler")
+        routes(self._handler_classes)  # fail here, not in start()
         self._source = config_or_client
         self._client: QueueClient | None = (
             config_or_client if isinstance(config_or_client, QueueClient) else None
@@ -143,24 +144,22 @@ class Bot:
         if self._state != "new":
             raise RuntimeError(f"a bot can be started once (it is {self._state})")
         self._state = "running"
-        if self._client is None:
-            source = self._source
-            assert not isinstance(source, QueueClient)
-            self._client = await create_client(source)
-        context = self._context = BotContext(self._client, self.settings)
-        renewer = self._renewer = LockRenewer(context)
-        renewer.start()
-        handlers = HandlerSupervisor.start(self._handler_classes)
-        dead_letters = DeadLetterActor.start(context)
-        parts = _Parts(context, handlers, dead_letters, renewer)
-        sessions = SessionSupervisor.start(parts)
-        receiver = ReceiverActor.start(context, sessions, handlers, renewer)
-        self._refs = {
-            "handlers": handlers,
-            "dead_letters": dead_letters,
-            "sessions": sessions,
-            "receiver": receiver,
-        }
+        try:
+            if self._client is None:
+                source = self._source
+                assert not isinstance(source, QueueClient)
+                self._client = await create_client(source)
+            context = self._context = BotContext(self._client, self.settings)
+            renewer = self._renewer = LockRenewer(context)
+            renewer.start()
+            handlers = self._refs["handlers"] = HandlerSupervisor.start(self._handler_classes)
+            dead_letters = self._refs["dead_letters"] = DeadLetterActor.start(context)
+            parts = _Parts(context, handlers, dead_letters, renewer)
+            sessions = self._refs["sessions"] = SessionSupervisor.start(parts)
+            self._refs["receiver"] = ReceiverActor.start(context, sessions, handlers, renewer)
+        except BaseException:
+            await self._tear_down()
+            raise
         logger.info("bot started on %s", self.settings.queue)
 
     async def stop(self) -> None:
@@ -177,16 +176,23 @@ class Bot:
         self._state = "stopping"
         context = self._context
         assert context is not None
+        context.draining = True
         try:
-            context.draining = True
-            receiver = self._refs["receiver"]
-            await receiver.proxy().stop_pulling()
+            receiver = self._refs.get("receiver")
+            if receiver is not None and receiver.is_alive():
+                await receiver.proxy().stop_pulling()
             await self._drain(context)
-            sessions = self._refs["sessions"]
-            await receiver.stop()
-            await sessions.stop()
-            await self._refs["handlers"].stop()
-            await self._refs["dead_letters"].stop()
+        finally:
+            await self._tear_down()
+            logger.info("bot stopped on %s", self.settings.queue)
+
+    async def _tear_down(self) -> None:
+        """Stop whatever was started, in dependency order; close an owned client."""
+        try:
+            for name in ("receiver", "sessions", "handlers", "dead_letters"):
+                ref = self._refs.get(name)
+                if ref is not None:
+                    await ref.stop()  # False (no error) if it had died already
             if self._renewer is not None:
                 await self._renewer.stop()
         finally:
@@ -194,7 +200,6 @@ class Bot:
                 await self._client.aclose()
             self._state = "stopped"
             self._stopped.set()
-            logger.info("bot stopped on %s", self.settings.queue)
 
     async def run(self) -> None:
         """Start, then wait until :meth:`stop` is called or SIGINT/SIGTERM arrives."""
@@ -266,8 +271,10 @@ class Bot:
                 "drain timeout: interrupting %d in-flight messages (they are given back)",
                 context.stats.in_flight,
             )
-            await self._refs["sessions"].proxy().cancel_sessions()
-            await self._refs["handlers"].proxy().interrupt()
+            for name, method in (("sessions", "cancel_sessions"), ("handlers", "interrupt")):
+                ref = self._refs.get(name)
+                if ref is not None and ref.is_alive():
+                    await ref.ask(ProxyCall((method,), (), {}))
             while context.stats.in_flight > 0:
                 await context.wait_for_room(0.05)
                 if loop.time() > deadline + 5.0:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
@@ -34,7 +34,7 @@ import orjson
 from queue_runtime.actors.runtime import AsyncioActor, AsyncioActorRef, kill, stop_all
 from queue_runtime.messages import ReceivedMessage
 
-__all__ = ["WILDCARD", "Event", "Handler", "HandlerSupervisor", "PermanentFailure"]
+__all__ = ["WILDCARD", "Event", "Handler", "HandlerSupervisor", "PermanentFailure", "routes"]
 
 logger = logging.getLogger("queue_runtime.actors")
 
@@ -104,14 +104,37 @@ class Handler(AsyncioActor):
         return super().on_receive(message)
 
 
+def routes(handlers: Iterable[type[Handler]]) -> dict[str, type[Handler]]:
+    """Event type -> handler class; a clear error for anything that is not a valid set."""
+    table: dict[str, type[Handler]] = {}
+    for handler in handlers:
+        if not (isinstance(handler, type) and issubclass(handler, Handler)):
+            raise TypeError(f"handlers must be Handler subclasses, got {handler!r}")
+        if not handler.event_types:
+            raise ValueError(f"{handler.__name__}.event_types is empty")
+        for event_type in handler.event_types:
+            if event_type in table:
+                raise ValueError(
+                    f"event type {event_type!r} has two handlers: "
+                    f"{table[event_type].__name__} and {handler.__name__}"
+                )
+            table[event_type] = handler
+    if not table:
+        raise ValueError("a bot needs at least one handler")
+    return table
+
+
 class HandlerSupervisor(AsyncioActor):
     """Starts one actor per handler class, hands out refs, restarts crashed handlers.
 
     A handler that died (crash in ``on_start``, a failing ``tell``) is
     restarted with exponential back-off: 0.1 s, 0.2 s, ... up to 30 s. More
-    than ``max_restarts`` restarts within ``restart_window`` seconds marks the
-    supervisor as escalated; the bot reports it and stops pulling.
+    than ``max_restarts`` restarts within ``restart_window`` seconds is an
+    escalation: the bot stops pulling until the window has passed without
+    that many restarts.
     """
+
+    concurrency = 16  # a restart's back-off must not hold up other questions
 
     def __init__(
         self,
@@ -121,37 +144,36 @@ class HandlerSupervisor(AsyncioActor):
         restart_window: float = 60.0,
     ) -> None:
         super().__init__()
-        self._classes: dict[str, type[Handler]] = {}
-        for handler in handlers:
-            if not (isinstance(handler, type) and issubclass(handler, Handler)):
-                raise TypeError(f"handlers must be Handler subclasses, got {handler!r}")
-            if not handler.event_types:
-                raise ValueError(f"{handler.__name__}.event_types is empty")
-            for event_type in handler.event_types:
-                if event_type in self._classes:
-                    raise ValueError(
-                        f"event type {event_type!r} has two handlers: "
-                        f"{self._classes[event_type].__name__} and {handler.__name__}"
-                    )
-                self._classes[event_type] = handler
+        self._classes = routes(handlers)
         self._refs: dict[type[Handler], AsyncioActorRef[Any]] = {}
         self._restarts: dict[type[Handler], list[float]] = {}
         self.max_restarts = max_restarts
         self.restart_window = restart_window
-        self.escalated = False
         self.restart_count = 0
+        self._restarting: dict[type[Handler], asyncio.Future[AsyncioActorRef[Any]]] = {}
 
     def on_start(self) -> None:
         for handler in set(self._classes.values()):
             self._refs[handler] = handler.start()
 
     async def on_stop(self) -> None:
+        for restarting in list(self._restarting.values()):
+            restarting.cancel()
+        await asyncio.gather(*self._restarting.values(), return_exceptions=True)
         await stop_all(self._refs.values())
 
     def interrupt(self) -> None:
         """Cancel every handler's running work now (the bot's drain timeout passed)."""
         for ref in self._refs.values():
             kill(ref)
+
+    def is_escalated(self) -> bool:
+        """True while some handler restarted more than ``max_restarts`` times in the window."""
+        now = asyncio.get_running_loop().time()
+        return any(
+            sum(1 for t in times if now - t < self.restart_window) > self.max_restarts
+            for times in self._restarts.values()
+        )
 
     def handles(self, event_type: str) -> bool:
         return event_type in self._classes or WILDCARD in self._classes
@@ -162,9 +184,13 @@ class HandlerSupervisor(AsyncioActor):
         if handler is None:
             return None
         ref = self._refs[handler]
-        if not ref.is_alive():
-            ref = await self._restart(handler)
-        return ref
+        if ref.is_alive():
+            return ref
+        restarting = self._restarting.get(handler)
+        if restarting is None:  # the first to notice restarts it; the others wait for that
+            restarting = self._restarting[handler] = asyncio.ensure_future(self._restart(handler))
+            restarting.add_done_callback(lambda _: self._restarting.pop(handler, None))
+        return await asyncio.shield(restarting)
 
     async def _restart(self, handler: type[Handler]) -> AsyncioActorRef[Any]:
         loop = asyncio.get_running_loop()
@@ -174,7 +200,6 @@ class HandlerSupervisor(AsyncioActor):
         self._restarts[handler] = recent
         self.restart_count += 1
         if len(recent) > self.max_restarts:
-            self.escalated = True
             logger.error(
                 "handler %s restarted %d times in %.0f s: escalating",
                 handler.__name__,
@@ -184,9 +209,7 @@ class HandlerSupervisor(AsyncioActor):
         delay = min(0.1 * 2 ** (len(recent) - 1), 30.0)
         logger.warning("restarting crashed handler %s in %.1f s", handler.__name__, delay)
         await asyncio.sleep(delay)
-        ref = self._refs[handler]
-        if not ref.is_alive():  # another caller may have restarted it while we slept
-            ref = self._refs[handler] = handler.start()
+        ref = self._refs[handler] = handler.start()
         return ref
 
     def on_failure(

@@ -30,6 +30,8 @@ __all__ = ["LockRenewer", "renew_after"]
 logger = logging.getLogger("queue_runtime.actors")
 
 MIN_RENEW_DELAY = 0.05
+RENEW_AT_ONCE = 64
+"""At most this many renewals run side by side."""
 CHECK_EVERY = 1.0
 """The renewer looks at least this often, so holding a lock due later needs no wake-up."""
 
@@ -56,11 +58,10 @@ class LockRenewer:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="lock renewer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     def hold(self, message: ReceivedMessage) -> None:
         """Keep ``message``'s lock alive until :meth:`release`."""
@@ -105,8 +106,14 @@ class LockRenewer:
                     async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel
                         await self._wake.wait()
                 continue
-            _, _, held = heapq.heappop(self._due)
-            await self._renew(held)
+            due: list[Held] = []
+            now = loop.time()
+            while self._due and self._due[0][0] <= now and len(due) < RENEW_AT_ONCE:
+                _, _, held = heapq.heappop(self._due)
+                if id(held) in self._held:
+                    due.append(held)
+            # renewed side by side: one at a time, a slow provider would let locks lapse
+            await asyncio.gather(*(self._renew(held) for held in due))
 
     async def _renew(self, held: Held) -> None:
         client = self._context.client

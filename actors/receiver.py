@@ -30,6 +30,8 @@ import contextlib
 import logging
 from typing import Any
 
+from pykka import ActorDeadError
+
 from queue_runtime.actors.context import BotContext
 from queue_runtime.actors.handlers import HandlerSupervisor
 from queue_runtime.actors.locks import LockRenewer
@@ -72,6 +74,7 @@ class ReceiverActor(AsyncioActor):
         self._renewer = renewer
         self._pull: asyncio.Task[None] | None = None
         self._pumps: set[asyncio.Task[None]] = set()
+        self._open_sessions: set[SessionClient] = set()
         self.last_receive: float | None = None
         """Event-loop time of the last successful receive (for stall detection)."""
 
@@ -88,6 +91,8 @@ class ReceiverActor(AsyncioActor):
         for pump in pumps:
             pump.cancel()
         await asyncio.gather(*pumps, return_exceptions=True)
+        for session in list(self._open_sessions):  # a pump cancelled before it ever ran
+            await self._close_session(session)
 
     async def stop_pulling(self) -> None:
         """Stop receiving new messages and sessions (session pumps stop after their batch)."""
@@ -113,7 +118,7 @@ class ReceiverActor(AsyncioActor):
                 batch = await client.receive_messages(
                     settings.queue, min(room, batch_size), timeout=settings.receive_wait
                 )
-            except QueueError as error:
+            except Exception as error:  # a bug in a provider must not stop the bot pulling
                 failures += 1
                 await self._pause(error, failures)
                 continue
@@ -147,7 +152,7 @@ class ReceiverActor(AsyncioActor):
                     logger.info("queue %s has no sessions; receiving without them", settings.queue)
                     await self._pull_batches()
                     return
-                except QueueError as error:
+                except Exception as error:
                     failures += 1
                     await self._pause(error, failures)
                     continue
@@ -155,6 +160,7 @@ class ReceiverActor(AsyncioActor):
                 self.last_receive = asyncio.get_running_loop().time()
                 if session is None:
                     continue
+                self._open_sessions.add(session)
                 pump = asyncio.get_running_loop().create_task(
                     self._pump(session), name=f"session pump {session.session_id}"
                 )
@@ -169,16 +175,19 @@ class ReceiverActor(AsyncioActor):
         self._pumps.discard(pump)
         self._context.wake()  # a session slot is free
         if not pump.cancelled() and pump.exception() is not None:
-            logger.error("session pump failed: %r", pump.exception())
+            logger.error("session pump failed", exc_info=pump.exception())
 
     async def _pump(self, session: SessionClient) -> None:
+        """Feed one accepted session to its actor, a batch at a time, until it is drained."""
         context = self._context
         settings = context.settings
         loop = asyncio.get_running_loop()
         key = session.session_id
-        self._renewer.hold_session(session)
-        actor = await self._session_calls.open(key, pinned=True)
+        opened = False
         try:
+            self._renewer.hold_session(session)
+            actor = await self._session_calls.open(key, pinned=True)
+            opened = True
             while not context.draining:
                 try:
                     batch = await session.receive_messages(
@@ -192,20 +201,37 @@ class ReceiverActor(AsyncioActor):
                 self.last_receive = loop.time()
                 context.stats.received += len(batch)
                 context.stats.in_flight += len(batch)
-                done: AsyncioFuture[None] = AsyncioFuture()
-                actor.tell(Deliver(batch, done))
+                done: AsyncioFuture[bool] = AsyncioFuture()
                 try:
-                    await done
+                    actor.tell(Deliver(batch, done))
+                except ActorDeadError:
+                    context.settled(len(batch))  # closing the session gives them back
+                    return
+                try:
+                    clean = await done
                 except asyncio.CancelledError:
                     await done  # stopping: the batch in hand is settled or given back first
+                    return
+                if not clean:
+                    # a message came back (or its settle failed and it may still be locked):
+                    # closing the session returns everything in order before anything newer
                     return
         except asyncio.CancelledError:
             return  # stopping while waiting for messages
         finally:
-            self._renewer.release(session)
-            with contextlib.suppress(QueueError):
-                await session.close()
-            await self._session_calls.close(key)
+            await self._close_session(session)
+            if opened:
+                with contextlib.suppress(ActorDeadError):
+                    await self._session_calls.release(key)
+
+    async def _close_session(self, session: SessionClient) -> None:
+        """Release a native session lock (its unsettled messages become available at once)."""
+        self._open_sessions.discard(session)
+        self._renewer.release(session)
+        try:
+            await session.close()
+        except Exception as error:
+            logger.warning("could not close session %s: %s", session.session_id, error)
 
     # -- shared -------------------------------------------------------------------
 
@@ -217,14 +243,17 @@ class ReceiverActor(AsyncioActor):
             self._renewer.hold(message)
 
     async def _escalated(self) -> bool:
-        escalated: bool = await self._handler_calls.escalated
+        escalated: bool = await self._handler_calls.is_escalated()
         return escalated
 
     async def _wait_for_room(self) -> None:
         await self._context.wait_for_room(self._context.settings.receive_wait)
 
-    async def _pause(self, error: QueueError, failures: int) -> None:
-        if isinstance(error, CircuitOpenError):
+    async def _pause(self, error: Exception, failures: int) -> None:
+        if not isinstance(error, QueueError):
+            delay = backoff(failures)
+            logger.error("receive failed unexpectedly; retrying in %.1f s", delay, exc_info=error)
+        elif isinstance(error, CircuitOpenError):
             delay = error.retry_after or 1.0
             logger.warning("provider circuit open; pausing receive for %.1f s", delay)
         else:

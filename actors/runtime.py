@@ -40,6 +40,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import sys
@@ -53,7 +54,14 @@ from pykka import ActorDeadError, ActorRef, ActorRegistry, Timeout
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
-__all__ = ["AsyncioActor", "AsyncioActorRef", "AsyncioFuture", "kill", "stop_all"]
+__all__ = [
+    "AsyncioActor",
+    "AsyncioActorRef",
+    "AsyncioFuture",
+    "StrayCancellation",
+    "kill",
+    "stop_all",
+]
 
 logger = logging.getLogger("queue_runtime.actors")
 
@@ -136,6 +144,22 @@ class AsyncioFuture(pykka.Future[T], Generic[T]):
         self._on_done(lambda: _settle_from(result, lambda: func(self.get())))
         return result
 
+    def filter(self, func: Callable[[Any], bool]) -> AsyncioFuture[Iterable[Any]]:
+        """A future of the items of this (iterable) value for which ``func`` is true."""
+
+        def kept(value: Any) -> Iterable[Any]:
+            return [item for item in value if func(item)]
+
+        return self.map(kept)
+
+    def reduce(self, func: Callable[[Any, Any], Any], *args: Any) -> AsyncioFuture[Any]:
+        """A future of ``functools.reduce(func, value, *args)``."""
+
+        def reduced(value: Any) -> Any:
+            return functools.reduce(func, value, *args)
+
+        return self.map(reduced)
+
     def join(self, *futures: pykka.Future[Any]) -> AsyncioFuture[Iterable[Any]]:
         """A future of the list of this and ``futures``' values."""
         everything = [self, *futures]
@@ -182,11 +206,21 @@ async def _wait_with_timeout(waiter: asyncio.Future[None], timeout: float) -> No
         await waiter
 
 
+def _answer_dead(envelope: Any, actor: object) -> None:
+    reply = envelope.reply_to
+    if reply is not None and not reply.done():
+        reply.set_exception((ActorDeadError, ActorDeadError(f"{actor} stopped"), None))
+
+
 def _settle_from(future: AsyncioFuture[Any], compute: Callable[[], Any]) -> None:
     try:
         future.set(compute())
     except Exception:
         future.set_exception(sys.exc_info())
+
+
+class StrayCancellation(Exception):
+    """A message's code raised :class:`asyncio.CancelledError` although nobody cancelled it."""
 
 
 class _Inbox:
@@ -200,11 +234,7 @@ class _Inbox:
 
     def put(self, envelope: Any, /) -> None:
         self._items.append(envelope)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self.wake()
 
     def get(self) -> Any:
         return self._items.popleft()
@@ -216,10 +246,16 @@ class _Inbox:
         return len(self._items)
 
     async def wait(self) -> None:
-        """Return when the inbox is not empty."""
-        while not self._items:
+        """Return when a message arrives (or :meth:`wake` is called)."""
+        if not self._items:
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
+
+    def wake(self) -> None:
+        """Wake the actor waiting for mail, without a message (it re-checks its state)."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class _StopFlag:
@@ -336,13 +372,16 @@ class AsyncioActor(_Actor):
     actor_task: asyncio.Task[None] | None = None
     """The task running the actor's loop; done when the actor stopped."""
 
-    _running: ClassVar[set[asyncio.Task[None]]] = set()
+    _live_tasks: ClassVar[set[asyncio.Task[None]]] = set()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.actor_stopped = _StopFlag()
         self._actor_ref = AsyncioActorRef(self)
         self._message_tasks: set[asyncio.Task[None]] = set()
+        self._running: set[Any] = set()
+        """Envelopes being handled right now (their askers are told if the actor dies)."""
+        self._failure: ExcInfo | None = None
 
     @property
     def actor_ref(self) -> AsyncioActorRef[Any]:
@@ -372,23 +411,25 @@ class AsyncioActor(_Actor):
             ) from None
         task = loop.create_task(self._run(), name=f"actor {self}")
         self.actor_task = task
-        AsyncioActor._running.add(task)
-        task.add_done_callback(AsyncioActor._running.discard)
+        AsyncioActor._live_tasks.add(task)
+        task.add_done_callback(AsyncioActor._live_tasks.discard)
+        task.add_done_callback(self._loop_done)
 
     # -- the loop -------------------------------------------------------------
 
     async def _run(self) -> None:
         try:
-            try:
-                await _maybe_await(self.on_start())
-            except Exception:
-                self._handle_failure(*sys.exc_info())
-                await self._call_on_failure(sys.exc_info())
-            inbox = cast(_Inbox, self.actor_inbox)
-            limit = max(1, self.concurrency)
+            await _maybe_await(self.on_start())
+        except Exception:
+            self._handle_failure(*sys.exc_info())
+            await self._call_on_failure(sys.exc_info())
+        inbox = cast(_Inbox, self.actor_inbox)
+        limit = max(1, self.concurrency)
+        try:
             while not self.actor_stopped.is_set():
                 if inbox.empty():
                     await inbox.wait()
+                    continue  # woken: by a message, or by a failure that stopped the actor
                 envelope = inbox.get()
                 if isinstance(envelope.message, _ActorStop):
                     await self._stop_gracefully(envelope)
@@ -401,29 +442,60 @@ class AsyncioActor(_Actor):
                 task = asyncio.get_running_loop().create_task(self._handle_envelope(envelope))
                 self._message_tasks.add(task)
                 task.add_done_callback(self._message_tasks.discard)
-        except asyncio.CancelledError:
-            ActorRegistry.unregister(self.actor_ref)
-            self.actor_stopped.set()
-            await self._cancel_message_tasks()
-            raise
         finally:
             await self._cancel_message_tasks()
-            self._actor_loop_teardown()
+
+    def _loop_done(self, task: asyncio.Task[None]) -> None:
+        """Runs however the loop task ended (even cancelled before its first step):
+        the actor is dead, and every ask it will never answer is told so."""
+        ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+        for envelope in list(self._running):
+            _answer_dead(envelope, self)
+        self._running.clear()
+        self._actor_loop_teardown()
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("actor loop of %s crashed", self, exc_info=task.exception())
 
     async def _handle_envelope(self, envelope: Any) -> None:
+        self._running.add(envelope)
         try:
             response = self._handle_receive(envelope.message)
             if inspect.isawaitable(response):
                 response = await response
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                _answer_dead(envelope, self)
+                raise
+            # a CancelledError nobody asked for (a dependency's future was cancelled):
+            # a failure like any other, not a reason to stop the asker or this actor
+            try:
+                raise StrayCancellation(
+                    f"{type(self).__name__} raised CancelledError without being cancelled"
+                ) from sys.exc_info()[1]
+            except StrayCancellation:
+                self._failed(envelope)
         except Exception:
-            if envelope.reply_to is not None:
-                envelope.reply_to.set_exception(sys.exc_info())
-            else:
-                self._handle_failure(*sys.exc_info())
-                await self._call_on_failure(sys.exc_info())
+            self._failed(envelope)
         else:
-            if envelope.reply_to is not None:
+            if envelope.reply_to is not None and not envelope.reply_to.done():
                 envelope.reply_to.set(response)
+        finally:
+            self._running.discard(envelope)
+        if self._failure is not None:
+            exc_info, self._failure = self._failure, None
+            await self._call_on_failure(exc_info)
+
+    def _failed(self, envelope: Any) -> None:
+        """The message raised: an asker gets the error; for a tell it is fatal to the actor."""
+        if envelope.reply_to is not None:
+            if not envelope.reply_to.done():
+                envelope.reply_to.set_exception(sys.exc_info())
+            return
+        self._handle_failure(*sys.exc_info())
+        self._failure = sys.exc_info()
+        cast(_Inbox, self.actor_inbox).wake()  # the loop may be waiting for mail
 
     async def _stop_gracefully(self, envelope: Any) -> None:
         if self._message_tasks:

@@ -69,10 +69,14 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
-    """A batch of one session's messages, in order. ``done`` is set when all are settled."""
+    """A batch of one session's messages, in order.
+
+    ``done`` is set when the batch is through: True if every message was completed
+    or dead-lettered, False if some came back (or may still be locked).
+    """
 
     messages: Sequence[ReceivedMessage]
-    done: AsyncioFuture[None] | None = None
+    done: AsyncioFuture[bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,38 +115,72 @@ class SessionActor(AsyncioActor):
         """Loop time since when the actor has had nothing to do (None while busy)."""
         self._settled: set[str] = set()
         """Tokens of this batch's receipts already settled (so none is settled twice)."""
+        self._interrupted: list[ReceivedMessage] = []
 
     async def on_receive(self, message: Any) -> None:
         if not isinstance(message, Deliver):
             return super().on_receive(message)  # type: ignore[no-any-return]
         self.idle_since = None
+        clean = False
         try:
-            await self._process_batch(message.messages)
+            clean = await self._process_batch(message.messages)
         finally:
             if message.done is not None and not message.done.done():
-                message.done.set(None)
+                message.done.set(clean)
             if self.actor_inbox.empty():
                 self.idle_since = asyncio.get_running_loop().time()
         return None
 
-    async def _process_batch(self, messages: Sequence[ReceivedMessage]) -> None:
+    async def _process_batch(self, messages: Sequence[ReceivedMessage]) -> bool:
+        """Process in order; once one message is not settled for good, give the rest back.
+
+        Whatever happens — a handler failure, a failed settle, an error in routing,
+        cancellation after the drain timeout — every message of the batch ends
+        completed, dead-lettered or abandoned (or, if even that fails, left to
+        its lock expiry), and none is processed after one that comes back.
+        Returns True if every message was completed or dead-lettered.
+        """
         self._settled.clear()
-        for index, message in enumerate(messages):
-            if self._context.draining:
-                await self._abandon_all(messages[index:])
-                return
-            try:
-                outcome = await self._process(message)
-            except asyncio.CancelledError:
-                # the drain timeout passed: give back this batch and everything queued
-                unsettled = [m for m in messages[index:] if m.receipt.token not in self._settled]
-                leftovers = unsettled + self._take_queued()
-                await asyncio.shield(self._abandon_all(leftovers))
-                raise
-            if outcome is Outcome.ABANDONED:
-                # later messages must not overtake the one that comes back
-                await self._abandon_all(messages[index + 1 :])
-                return
+        try:
+            for index, message in enumerate(messages):
+                if self._context.draining:
+                    outcome = Outcome.ABANDONED
+                    await self._abandon(message)
+                else:
+                    outcome = await self._process_guarded(message)
+                if outcome not in (Outcome.COMPLETED, Outcome.DEAD_LETTERED):
+                    # later messages must not overtake the one that comes back
+                    await self._abandon_all(messages[index + 1 :])
+                    return False
+        except asyncio.CancelledError:
+            # interrupted (drain timeout): give back this batch and everything queued
+            leftovers = [m for m in messages if m.receipt.token not in self._settled]
+            await asyncio.shield(self._give_back(leftovers + self._take_queued()))
+            raise
+        return True
+
+    async def _give_back(self, messages: list[ReceivedMessage]) -> None:
+        """Abandon after an interruption: the unsettled ones, and once more (quietly) any
+        whose settle was cut off, so nothing waits out its lock."""
+        await self._abandon_all(messages)
+        interrupted, self._interrupted = self._interrupted, []
+        for message in interrupted:
+            with contextlib.suppress(QueueError):
+                await self._context.client.abandon_message(message.receipt)
+
+    async def _process_guarded(self, message: ReceivedMessage) -> Outcome:
+        """:meth:`_process`, turning a bug outside the handler (a raising router, say)
+        into a failure of this message instead of the death of the session actor."""
+        try:
+            return await self._process(message)
+        except Exception as error:
+            if message.receipt.token in self._settled:
+                return Outcome.LOST
+            logger.exception(
+                "processing failed outside the handler",
+                extra={"message_id": message.message_id, "session_id": message.session_id},
+            )
+            return await self._give_up(message, error, attempts=1)
 
     async def _process(self, message: ReceivedMessage) -> Outcome:
         context = self._context
@@ -157,13 +195,16 @@ class SessionActor(AsyncioActor):
         retry = settings.retry
         attempt = 1
         while True:
+            handler = await self._handler(event_type)
             try:
-                handler = await self._handler(event_type)
                 await handler.ask(Event.from_message(message, event_type, attempt))
-            except ActorDeadError:
-                self._parts.handler_refs.pop(event_type, None)
-                continue  # the supervisor restarts it (with back-off); not the message's fault
             except Exception as error:
+                if isinstance(error, ActorDeadError) and not handler.is_alive():
+                    # the handler actor died under us; the supervisor restarts it
+                    self._parts.handler_refs.pop(event_type, None)
+                    if context.draining:
+                        return await self._abandon(message)
+                    continue
                 if self._is_permanent(error):
                     return await self._dead_letter(
                         message,
@@ -176,22 +217,25 @@ class SessionActor(AsyncioActor):
                     context.stats.retried += 1
                     await asyncio.sleep(retry.delay(attempt))
                     attempt += 1
-                    continue
-                if message.delivery_count >= settings.max_delivery_count:
-                    return await self._dead_letter(
-                        message,
-                        type(error).__name__,
-                        describe_failure(
-                            error, delivery_count=message.delivery_count, attempts=attempt
-                        ),
-                    )
-                logger.info(
-                    "handler failed, abandoning for redelivery: %s",
-                    error,
-                    extra={"message_id": message.message_id, "session_id": message.session_id},
-                )
-                return await self._abandon(message)
+                    if not context.draining:
+                        continue
+                return await self._give_up(message, error, attempts=attempt)
             return await self._complete(message)
+
+    async def _give_up(self, message: ReceivedMessage, error: Exception, attempts: int) -> Outcome:
+        """After the in-place retries: dead-letter on the last allowed delivery, else abandon."""
+        if message.delivery_count >= self._context.settings.max_delivery_count:
+            return await self._dead_letter(
+                message,
+                type(error).__name__,
+                describe_failure(error, delivery_count=message.delivery_count, attempts=attempts),
+            )
+        logger.info(
+            "handler failed, abandoning for redelivery: %s",
+            error,
+            extra={"message_id": message.message_id, "session_id": message.session_id},
+        )
+        return await self._abandon(message)
 
     def _take_queued(self) -> list[ReceivedMessage]:
         """Empty the mailbox, returning the messages of the batches that waited in it."""
@@ -202,7 +246,7 @@ class SessionActor(AsyncioActor):
             if isinstance(envelope.message, Deliver):
                 queued.extend(envelope.message.messages)
                 if envelope.message.done is not None and not envelope.message.done.done():
-                    envelope.message.done.set(None)
+                    envelope.message.done.set(False)
             else:
                 others.append(envelope)  # left for the actor's teardown to answer
         for envelope in others:
@@ -251,7 +295,8 @@ class SessionActor(AsyncioActor):
 
     async def _abandon_all(self, messages: Sequence[ReceivedMessage]) -> None:
         for message in messages:
-            await self._abandon(message)
+            if message.receipt.token not in self._settled:
+                await self._abandon(message)
 
     async def _dead_letter(
         self, message: ReceivedMessage, reason: str, description: str
@@ -275,6 +320,9 @@ class SessionActor(AsyncioActor):
         self._parts.renewer.release(message.receipt)
         try:
             await settle(message.receipt)
+        except asyncio.CancelledError:
+            self._interrupted.append(message)  # unknown whether it took effect
+            raise
         except InvalidReceiptError:
             self._context.stats.lost_locks += 1
             logger.warning(
@@ -302,8 +350,8 @@ class SessionSupervisor(AsyncioActor):
         super().__init__()
         self._parts = parts
         self._sessions: dict[str, AsyncioActorRef[SessionActor]] = {}
-        self._pinned: set[str] = set()
-        """Keys whose lifetime a native session pump manages (never swept)."""
+        self._pins: dict[str, int] = {}
+        """Keys whose lifetime native session pumps manage (never swept): how many pumps."""
         self._sweeper: asyncio.Task[None] | None = None
 
     def on_start(self) -> None:
@@ -315,8 +363,7 @@ class SessionSupervisor(AsyncioActor):
     async def on_stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         await self.stop_sessions()
 
     async def on_receive(self, message: Any) -> None:
@@ -324,7 +371,7 @@ class SessionSupervisor(AsyncioActor):
             self._route(message.messages)
         elif isinstance(message, Retire):
             if self._idle_for(message.key) is not None:
-                await self.close(message.key)
+                self._retire(message.key)
         else:
             super().on_receive(message)
 
@@ -339,21 +386,34 @@ class SessionSupervisor(AsyncioActor):
             ref = self._sessions[key] = SessionActor.start(key, self._parts)
             self._parts.context.stats.active_sessions = len(self._sessions)
         if pinned:
-            self._pinned.add(key)
+            self._pins[key] = self._pins.get(key, 0) + 1
         return ref
 
-    async def close(self, key: str) -> None:
-        """Stop the session actor for ``key`` once its work is done."""
+    def release(self, key: str) -> None:
+        """A native session pump is done with ``key``; the last one out stops the actor."""
+        pins = self._pins.get(key, 0) - 1
+        if pins > 0:
+            self._pins[key] = pins
+            return
+        self._pins.pop(key, None)
+        self._retire(key)
+
+    def _retire(self, key: str) -> None:
+        """Forget ``key``'s actor and ask it to stop after what it has queued.
+
+        Not awaited: the supervisor must stay responsive, and a new actor for
+        the same key is only ever started once this one has nothing left to do
+        (the sweep retires idle actors only; pumps release after their batch).
+        """
         ref = self._sessions.pop(key, None)
-        self._pinned.discard(key)
         self._parts.context.stats.active_sessions = len(self._sessions)
         if ref is not None:
-            await ref.stop()
+            ref.stop()
 
     async def stop_sessions(self) -> None:
         refs = list(self._sessions.values())
         self._sessions.clear()
-        self._pinned.clear()
+        self._pins.clear()
         self._parts.context.stats.active_sessions = 0
         await stop_all(refs)
 
@@ -384,7 +444,7 @@ class SessionSupervisor(AsyncioActor):
         """How long the (unpinned) session actor of ``key`` has had nothing to do."""
         ref = self._sessions.get(key)
         actor = ref._actor_weakref() if ref is not None else None
-        if key in self._pinned or not isinstance(actor, SessionActor):
+        if key in self._pins or not isinstance(actor, SessionActor):
             return None
         if actor.idle_since is None or not actor.actor_inbox.empty():
             return None

@@ -271,7 +271,7 @@ async def test_actor_tasks_are_owned_and_finish_when_actors_stop() -> None:
 
     assert len(tasks) == 50
     assert all(task is not None and task.done() for task in tasks)
-    assert not any(t in AsyncioActor._running for t in tasks)
+    assert not any(t in AsyncioActor._live_tasks for t in tasks)
 
 
 def test_a_future_can_be_awaited_by_several_waiters() -> None:
