@@ -1,0 +1,57 @@
+"""The actor Bot end to end on SQS FIFO, through a moto server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from typing import ClassVar
+
+import queue_runtime as qr
+from queue_runtime.actors import Bot, Event, Handler
+from queue_runtime.providers.aws import SqsProvider
+
+
+async def test_a_bot_handles_a_fifo_queue_in_order_per_session_and_dead_letters_poison(
+    provider: SqsProvider, client: qr.QueueClient
+) -> None:
+    queue = "bot-events.fifo"
+    await provider.create_queue(queue)
+    seen: dict[str, list[int]] = defaultdict(list)
+
+    class PullRequests(Handler):
+        event_types: ClassVar[tuple[str, ...]] = ("pull_request",)
+
+        async def handle(self, event: Event) -> None:
+            n = event.json()["n"]
+            if event.session_id == "o/r/pull/0" and n == 2:
+                raise ValueError("poison")
+            seen[event.session_id or "-"].append(n)
+
+    await client.send_messages(
+        queue,
+        [
+            qr.Message.from_json(
+                {"n": n}, attributes={"event_type": "pull_request"}, session_id=f"o/r/pull/{s}"
+            )
+            for n in range(4)
+            for s in range(5)
+        ],
+    )
+    retry = qr.RetryPolicy(max_attempts=2, initial_delay=0.01, jitter=0.0)
+    bot = Bot(client, queue, [PullRequests], retry=retry, max_delivery_count=2, receive_wait=0.2)
+
+    async with bot:
+        deadline = time.monotonic() + 60
+        while bot.stats().completed < 19 or bot.stats().dead_lettered < 1:
+            assert time.monotonic() < deadline, f"bot stalled: {bot.stats()}"
+            await asyncio.sleep(0.05)
+
+    assert dict(seen) == {
+        **{f"o/r/pull/{s}": [0, 1, 2, 3] for s in range(1, 5)},
+        "o/r/pull/0": [0, 1, 3],
+    }
+    [letter] = await client.peek_dead_letters(queue)
+    assert letter.dead_letter_reason == "ValueError"
+    assert letter.session_id == "o/r/pull/0"
+    assert bot.stats().in_flight == 0
