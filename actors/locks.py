@@ -19,6 +19,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+from collections.abc import Sequence
 
 from queue_runtime.actors.context import BotContext
 from queue_runtime.client import SessionClient
@@ -30,6 +31,8 @@ __all__ = ["LockRenewer", "renew_after"]
 logger = logging.getLogger("queue_runtime.actors")
 
 MIN_RENEW_DELAY = 0.05
+COMPACT_AT = 4096
+"""Heap size above which released entries are swept out."""
 RENEW_AT_ONCE = 64
 """At most this many renewals run side by side."""
 CHECK_EVERY = 1.0
@@ -44,11 +47,16 @@ def renew_after(remaining: float) -> float:
 
 
 class LockRenewer:
-    """Renews the locks of held messages and sessions until they are released."""
+    """Renews the locks of held messages and sessions until they are released.
+
+    Messages received together are scheduled together (one heap entry per
+    batch); released ones are dropped lazily, and the heap is compacted when
+    they outnumber the held ones, so memory follows what is held, not what passed.
+    """
 
     def __init__(self, context: BotContext) -> None:
         self._context = context
-        self._due: list[tuple[float, int, Held]] = []
+        self._due: list[tuple[float, int, list[Held]]] = []
         self._held: set[int] = set()
         self._order = itertools.count()
         self._wake = asyncio.Event()
@@ -63,59 +71,72 @@ class LockRenewer:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    def hold(self, message: ReceivedMessage) -> None:
-        """Keep ``message``'s lock alive until :meth:`release`."""
-        self._schedule(message.receipt)
+    def hold(self, messages: Sequence[ReceivedMessage]) -> None:
+        """Keep the locks of ``messages`` alive until each one is released."""
+        if messages:
+            self._schedule([message.receipt for message in messages])
 
     def hold_session(self, session: SessionClient) -> None:
         """Keep a native session's lock alive until :meth:`release`."""
-        self._schedule(session)
+        self._schedule([session])
 
     def release(self, held: ReceiptHandle | SessionClient) -> None:
         self._held.discard(id(held))
 
-    def _schedule(self, held: Held) -> None:
-        self._held.add(id(held))
-        self._push(held)
+    def _schedule(self, group: list[Held]) -> None:
+        self._held.update(id(held) for held in group)
+        self._push(group)
 
-    def _push(self, held: Held) -> None:
+    def _push(self, group: list[Held]) -> None:
         now = self._context.client.clock.now()
-        remaining = held.locked_until.timestamp() - now
+        remaining = min(held.locked_until.timestamp() for held in group) - now
         delay = renew_after(remaining)
-        heapq.heappush(
-            self._due, (asyncio.get_running_loop().time() + delay, next(self._order), held)
-        )
+        due = asyncio.get_running_loop().time() + delay
+        heapq.heappush(self._due, (due, next(self._order), group))
+        if len(self._due) > COMPACT_AT and len(self._due) > 2 * len(self._held):
+            self._compact()
         if delay < CHECK_EVERY:
             self._wake.set()
+
+    def _compact(self) -> None:
+        kept = []
+        for due, order, group in self._due:
+            alive = [held for held in group if id(held) in self._held]
+            if alive:
+                kept.append((due, order, alive))
+        heapq.heapify(kept)
+        self._due = kept
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            while self._due and id(self._due[0][2]) not in self._held:
-                heapq.heappop(self._due)  # released; drop lazily
             if not self._due:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(CHECK_EVERY):
+                    async with asyncio.timeout(CHECK_EVERY):  # not wait_for: see memory broker
                         await self._wake.wait()
                 continue
             wait = min(self._due[0][0] - loop.time(), CHECK_EVERY)
             if wait > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel
+                    async with asyncio.timeout(wait):
                         await self._wake.wait()
                 continue
-            due: list[Held] = []
-            now = loop.time()
-            while self._due and self._due[0][0] <= now and len(due) < RENEW_AT_ONCE:
-                _, _, held = heapq.heappop(self._due)
-                if id(held) in self._held:
-                    due.append(held)
-            # renewed side by side: one at a time, a slow provider would let locks lapse
-            await asyncio.gather(*(self._renew(held) for held in due))
+            _, _, group = heapq.heappop(self._due)
+            due = [held for held in group if id(held) in self._held]
+            renewed: list[Held] = []
+            # side by side: one at a time, a slow provider would let locks lapse
+            for start in range(0, len(due), RENEW_AT_ONCE):
+                chunk = due[start : start + RENEW_AT_ONCE]
+                results = await asyncio.gather(*(self._renew(held) for held in chunk))
+                renewed.extend(held for held, ok in zip(chunk, results, strict=True) if ok)
+            still_held = [held for held in renewed if id(held) in self._held]
+            if still_held:
+                self._push(still_held)
 
-    async def _renew(self, held: Held) -> None:
+    async def _renew(self, held: Held) -> bool:
+        """Renew one lock; False if it is gone for good."""
         client = self._context.client
         try:
             if isinstance(held, SessionClient):
@@ -127,10 +148,9 @@ class LockRenewer:
                 self._held.discard(id(held))
                 self._context.stats.lost_locks += 1
                 logger.warning("lock lost before the work finished: %r", held)
-            return
+            return False
         except QueueError as error:
             logger.warning("lock renewal failed, will retry: %s", error)
         else:
             self._context.stats.lock_renewals += 1
-        if id(held) in self._held:
-            self._push(held)
+        return True

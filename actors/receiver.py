@@ -239,8 +239,7 @@ class ReceiverActor(AsyncioActor):
         stats = self._context.stats
         stats.received += len(batch)
         stats.in_flight += len(batch)
-        for message in batch:
-            self._renewer.hold(message)
+        self._renewer.hold(batch)
 
     async def _escalated(self) -> bool:
         escalated: bool = await self._handler_calls.is_escalated()

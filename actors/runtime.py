@@ -206,6 +206,11 @@ async def _wait_with_timeout(waiter: asyncio.Future[None], timeout: float) -> No
         await waiter
 
 
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
 def _answer_dead(envelope: Any, actor: object) -> None:
     reply = envelope.reply_to
     if reply is not None and not reply.done():
@@ -381,6 +386,10 @@ class AsyncioActor(_Actor):
         self._message_tasks: set[asyncio.Task[None]] = set()
         self._running: set[Any] = set()
         """Envelopes being handled right now (their askers are told if the actor dies)."""
+        self._idle_workers: list[asyncio.Future[Any]] = []
+        self._worker_freed: asyncio.Future[None] | None = None
+        self._all_idle: asyncio.Future[None] | None = None
+        self._busy = 0
         self._failure: ExcInfo | None = None
 
     @property
@@ -423,27 +432,72 @@ class AsyncioActor(_Actor):
         except Exception:
             self._handle_failure(*sys.exc_info())
             await self._call_on_failure(sys.exc_info())
-        inbox = cast(_Inbox, self.actor_inbox)
-        limit = max(1, self.concurrency)
         try:
-            while not self.actor_stopped.is_set():
-                if inbox.empty():
-                    await inbox.wait()
-                    continue  # woken: by a message, or by a failure that stopped the actor
-                envelope = inbox.get()
-                if isinstance(envelope.message, _ActorStop):
-                    await self._stop_gracefully(envelope)
-                    break
-                if limit == 1:
-                    await self._handle_envelope(envelope)
-                    continue
-                while len(self._message_tasks) >= limit:
-                    await asyncio.wait(self._message_tasks, return_when=asyncio.FIRST_COMPLETED)
-                task = asyncio.get_running_loop().create_task(self._handle_envelope(envelope))
-                self._message_tasks.add(task)
-                task.add_done_callback(self._message_tasks.discard)
+            if self.concurrency <= 1:
+                await self._serve_one_at_a_time()
+            else:
+                await self._serve_with_workers(self.concurrency)
         finally:
             await self._cancel_message_tasks()
+
+    async def _serve_one_at_a_time(self) -> None:
+        inbox = cast(_Inbox, self.actor_inbox)
+        while not self.actor_stopped.is_set():
+            if inbox.empty():
+                await inbox.wait()
+                continue  # woken: by a message, or by a failure that stopped the actor
+            envelope = inbox.get()
+            if isinstance(envelope.message, _ActorStop):
+                await self._stop_gracefully(envelope)
+                return
+            await self._handle_envelope(envelope)
+
+    async def _serve_with_workers(self, limit: int) -> None:
+        """Hand messages to up to ``limit`` long-lived worker tasks (no task per message)."""
+        inbox = cast(_Inbox, self.actor_inbox)
+        loop = asyncio.get_running_loop()
+        while not self.actor_stopped.is_set():
+            if inbox.empty():
+                await inbox.wait()
+                continue
+            envelope = inbox.get()
+            if isinstance(envelope.message, _ActorStop):
+                await self._wait_until_idle()
+                for slot in self._idle_workers:
+                    slot.set_result(None)  # let idle workers end
+                self._idle_workers.clear()
+                await self._stop_gracefully(envelope)
+                return
+            while not self._idle_workers and len(self._message_tasks) >= limit:
+                self._worker_freed = loop.create_future()
+                await self._worker_freed
+            if self._idle_workers:
+                self._idle_workers.pop().set_result(envelope)
+            else:
+                worker = loop.create_task(self._work(envelope))
+                self._message_tasks.add(worker)
+                worker.add_done_callback(self._message_tasks.discard)
+
+    async def _work(self, envelope: Any) -> None:
+        loop = asyncio.get_running_loop()
+        while envelope is not None:
+            self._busy += 1
+            try:
+                await self._handle_envelope(envelope)
+            finally:
+                self._busy -= 1
+            if self.actor_stopped.is_set():
+                return
+            slot: asyncio.Future[Any] = loop.create_future()
+            self._idle_workers.append(slot)
+            _resolve(self._worker_freed)
+            _resolve(self._all_idle if self._busy == 0 else None)
+            envelope = await slot
+
+    async def _wait_until_idle(self) -> None:
+        while self._busy:
+            self._all_idle = asyncio.get_running_loop().create_future()
+            await self._all_idle
 
     def _loop_done(self, task: asyncio.Task[None]) -> None:
         """Runs however the loop task ended (even cancelled before its first step):
@@ -499,7 +553,7 @@ class AsyncioActor(_Actor):
 
     async def _stop_gracefully(self, envelope: Any) -> None:
         if self._message_tasks:
-            await asyncio.wait(set(self._message_tasks))
+            await asyncio.wait(set(self._message_tasks))  # workers end once idle
         ActorRegistry.unregister(self.actor_ref)
         self.actor_stopped.set()
         logger.debug("stopped %s", self)
