@@ -7,8 +7,10 @@ The memory harness moves a ManualClock; cloud harnesses wait for real.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import queue_runtime as qr
 
@@ -82,3 +84,37 @@ async def drain(harness: Harness, queue: str, count: int) -> list[qr.ReceivedMes
             await client.complete_message(message.receipt)
         received.extend(batch)
     return received
+
+
+class HarnessBase:
+    """What every harness keeps the same way: its client, the extra clients it made,
+    the sessions the helpers left open, and which queues have sessions."""
+
+    def __init__(self, client: qr.QueueClient) -> None:
+        self.client = client
+        self.session_queues: set[str] = set()
+        self.open_sessions: list[qr.SessionClient] = []
+        self._clients = [client]
+
+    def keep(self, client: qr.QueueClient) -> qr.QueueClient:
+        """Close ``client`` with the harness."""
+        self._clients.append(client)
+        return client
+
+    async def aclose(self) -> None:
+        while self.open_sessions:
+            await self.open_sessions.pop().close()
+        for client in reversed(self._clients):
+            await client.aclose()
+
+
+H = TypeVar("H", bound=HarnessBase)
+
+
+@asynccontextmanager
+async def opened(harness: H) -> AsyncIterator[H]:
+    """Yield ``harness``, closing it afterwards."""
+    try:
+        yield harness
+    finally:
+        await harness.aclose()

@@ -23,8 +23,8 @@ import contextlib
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
 import queue_runtime as qr
@@ -32,7 +32,7 @@ from queue_runtime.clock import to_datetime
 from queue_runtime.providers.azure import AzureServiceBusProvider
 from tests.azure.fake_servicebus import FakeServiceBus, VirtualClock
 
-from .harness import close_sessions
+from .harness import HarnessBase, opened
 
 _names = itertools.count(1)
 
@@ -42,7 +42,7 @@ FAKE_CONNECTION_STRING = (
 )
 
 
-class AzureFakeHarness:
+class AzureFakeHarness(HarnessBase):
     lock_duration = 30.0
     max_delivery_count = 5
 
@@ -54,10 +54,7 @@ class AzureFakeHarness:
         )
         self.config = qr.AzureServiceBusConfig(connection_string=FAKE_CONNECTION_STRING)  # type: ignore[arg-type]
         self.provider = self._provider()
-        self.client = qr.QueueClient(self.provider, clock=self.clock)
-        self._strict: list[qr.QueueClient] = []
-        self.session_queues: set[str] = set()
-        self.open_sessions: list[qr.SessionClient] = []
+        super().__init__(qr.QueueClient(self.provider, clock=self.clock))
 
     async def queue(self, *, sessions: bool = True) -> str:
         name = f"contract-{next(_names)}"
@@ -74,31 +71,21 @@ class AzureFakeHarness:
 
     def strict_client(self) -> qr.QueueClient:
         # the fake namespace never creates queues on its own: every client is strict
-        client = qr.QueueClient(self._provider(), clock=self.clock)
-        self._strict.append(client)
-        return client
+        return self.keep(qr.QueueClient(self._provider(), clock=self.clock))
 
     async def aclose(self) -> None:
-        await close_sessions(self)
-        for client in self._strict:
-            await client.aclose()
-        await self.client.aclose()
+        await super().aclose()
         self.provider_clock.close()
 
     def _provider(self) -> AzureServiceBusProvider:
         return AzureServiceBusProvider(self.config, clock=self.provider_clock, client=self.bus)
 
 
-@asynccontextmanager
-async def azure_fake_harness() -> AsyncIterator[AzureFakeHarness]:
-    harness = AzureFakeHarness()
-    try:
-        yield harness
-    finally:
-        await harness.aclose()
+def azure_fake_harness() -> AbstractAsyncContextManager[AzureFakeHarness]:
+    return opened(AzureFakeHarness())
 
 
-class AzureLiveHarness:
+class AzureLiveHarness(HarnessBase):
     lock_duration = 5.0
     max_delivery_count = 5
 
@@ -107,11 +94,8 @@ class AzureLiveHarness:
 
         self.config = qr.AzureServiceBusConfig(connection_string=connection_string)  # type: ignore[arg-type]
         self.admin = ServiceBusAdministrationClient.from_connection_string(connection_string)
-        self.client = qr.QueueClient(AzureServiceBusProvider(self.config))
-        self._strict: list[qr.QueueClient] = []
+        super().__init__(qr.QueueClient(AzureServiceBusProvider(self.config)))
         self._created: list[str] = []
-        self.session_queues: set[str] = set()
-        self.open_sessions: list[qr.SessionClient] = []
 
     async def queue(self, *, sessions: bool = True) -> str:
         name = f"qr-contract-{uuid.uuid4().hex[:12]}"
@@ -134,16 +118,11 @@ class AzureLiveHarness:
         return datetime.now(UTC)
 
     def strict_client(self) -> qr.QueueClient:
-        client = qr.QueueClient(AzureServiceBusProvider(self.config))
-        self._strict.append(client)
-        return client
+        return self.keep(qr.QueueClient(AzureServiceBusProvider(self.config)))
 
     async def aclose(self) -> None:
         try:
-            await close_sessions(self)
-            for client in self._strict:
-                await client.aclose()
-            await self.client.aclose()
+            await super().aclose()
             for name in self._created:
                 with contextlib.suppress(Exception):
                     await self.admin.delete_queue(name)
@@ -151,13 +130,8 @@ class AzureLiveHarness:
             await self.admin.close()
 
 
-@asynccontextmanager
-async def azure_live_harness() -> AsyncIterator[AzureLiveHarness]:
-    harness = AzureLiveHarness(os.environ["QUEUE_RUNTIME_AZURE_CONNECTION_STRING"])
-    try:
-        yield harness
-    finally:
-        await harness.aclose()
+def azure_live_harness() -> AbstractAsyncContextManager[AzureLiveHarness]:
+    return opened(AzureLiveHarness(os.environ["QUEUE_RUNTIME_AZURE_CONNECTION_STRING"]))
 
 
 HARNESSES: dict[str, Callable[[], AbstractAsyncContextManager[object]]] = {

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 
 import queue_runtime as qr
 from queue_runtime.clock import to_datetime
 from queue_runtime.providers.memory import InMemoryProvider
 
-from .harness import close_sessions
+from .harness import HarnessBase, opened
 
 _names = itertools.count(1)
 
 
-class MemoryHarness:
+class MemoryHarness(HarnessBase):
     lock_duration = 30.0
     max_delivery_count = 5
 
@@ -28,10 +26,7 @@ class MemoryHarness:
             max_delivery_count=self.max_delivery_count,
         )
         self.provider = InMemoryProvider(config, clock=self.clock)
-        self.client = qr.QueueClient(self.provider, clock=self.clock)
-        self._strict: list[qr.QueueClient] = []
-        self.session_queues: set[str] = set()
-        self.open_sessions: list[qr.SessionClient] = []
+        super().__init__(qr.QueueClient(self.provider, clock=self.clock))
 
     async def queue(self, *, sessions: bool = True) -> str:
         name = f"contract-{next(_names)}"
@@ -47,27 +42,10 @@ class MemoryHarness:
 
     def strict_client(self) -> qr.QueueClient:
         provider = InMemoryProvider(qr.InMemoryConfig(auto_create_queues=False), clock=self.clock)
-        client = qr.QueueClient(provider, clock=self.clock)
-        self._strict.append(client)
-        return client
-
-    async def aclose(self) -> None:
-        await close_sessions(self)
-        for client in self._strict:
-            await client.aclose()
-        await self.client.aclose()
-
-
-@asynccontextmanager
-async def memory_harness(session_mode: str = "emulated") -> AsyncIterator[MemoryHarness]:
-    harness = MemoryHarness(session_mode)
-    try:
-        yield harness
-    finally:
-        await harness.aclose()
+        return self.keep(qr.QueueClient(provider, clock=self.clock))
 
 
 HARNESSES = {
-    "memory": lambda: memory_harness("emulated"),
-    "memory-native": lambda: memory_harness("native"),
+    "memory": lambda: opened(MemoryHarness("emulated")),
+    "memory-native": lambda: opened(MemoryHarness("native")),
 }

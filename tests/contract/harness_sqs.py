@@ -18,12 +18,12 @@ import queue_runtime as qr
 from queue_runtime.providers.aws import SqsProvider
 from tests import sqs_server
 
-from .harness import close_sessions
+from .harness import HarnessBase, opened
 
 _names = itertools.count(1)
 
 
-class SqsHarness:
+class SqsHarness(HarnessBase):
     lock_duration = 2.0
     max_delivery_count = 3
 
@@ -36,10 +36,7 @@ class SqsHarness:
             provider=self.config, retry=qr.RetryPolicy(initial_delay=0.05, max_delay=0.2)
         )
         self.provider = SqsProvider(self.config)
-        self.client = qr.QueueClient(self.provider, self.queue_config)
-        self._strict: list[qr.QueueClient] = []
-        self.session_queues: set[str] = set()
-        self.open_sessions: list[qr.SessionClient] = []
+        super().__init__(qr.QueueClient(self.provider, self.queue_config))
 
     async def queue(self, *, sessions: bool = True) -> str:
         name = f"contract-{next(_names)}" + (".fifo" if sessions else "")
@@ -56,25 +53,14 @@ class SqsHarness:
 
     def strict_client(self) -> qr.QueueClient:
         # SQS never creates queues implicitly: every client is strict.
-        client = qr.QueueClient(SqsProvider(self.config), self.queue_config)
-        self._strict.append(client)
-        return client
-
-    async def aclose(self) -> None:
-        await close_sessions(self)
-        for client in self._strict:
-            await client.aclose()
-        await self.client.aclose()
+        return self.keep(qr.QueueClient(SqsProvider(self.config), self.queue_config))
 
 
 @asynccontextmanager
 async def sqs_harness() -> AsyncIterator[SqsHarness]:
     await sqs_server.reset()
-    harness = SqsHarness()
-    try:
+    async with opened(SqsHarness()) as harness:
         yield harness
-    finally:
-        await harness.aclose()
 
 
 HARNESSES = {"sqs": sqs_harness}

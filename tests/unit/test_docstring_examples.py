@@ -19,8 +19,6 @@ def _modules() -> list[str]:
     for info in pkgutil.walk_packages(queue_runtime.__path__, "queue_runtime."):
         if info.name in SKIP:
             continue
-        if info.name.startswith(("queue_runtime.providers.aws", "queue_runtime.providers.azure")):
-            continue  # need optional extras and services; their own tests cover them
         names.append(info.name)
     return names
 
