@@ -379,18 +379,23 @@ class AsyncioActor(_Actor):
 
     _live_tasks: ClassVar[set[asyncio.Task[None]]] = set()
 
+    # defaults shared by all instances until an actor needs its own
+    _running: tuple[Any, ...] | list[Any] = ()
+    """Envelopes being handled right now (their askers are told if the actor dies)."""
+    _message_tasks: frozenset[asyncio.Task[None]] | set[asyncio.Task[None]] = frozenset()
+    """Worker tasks (actors with ``concurrency > 1``)."""
+    _idle_workers: list[asyncio.Future[Any]] | None = None
+    _worker_freed: asyncio.Future[None] | None = None
+    _all_idle: asyncio.Future[None] | None = None
+    _busy = 0
+    _failure: ExcInfo | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.actor_stopped = _StopFlag()
         self._actor_ref = AsyncioActorRef(self)
-        self._message_tasks: set[asyncio.Task[None]] = set()
-        self._running: set[Any] = set()
-        """Envelopes being handled right now (their askers are told if the actor dies)."""
-        self._idle_workers: list[asyncio.Future[Any]] = []
-        self._worker_freed: asyncio.Future[None] | None = None
-        self._all_idle: asyncio.Future[None] | None = None
-        self._busy = 0
-        self._failure: ExcInfo | None = None
+        # Per-actor state is created only when used (idle actors must stay small):
+        # see the class-level defaults below.
 
     @property
     def actor_ref(self) -> AsyncioActorRef[Any]:
@@ -456,6 +461,9 @@ class AsyncioActor(_Actor):
         """Hand messages to up to ``limit`` long-lived worker tasks (no task per message)."""
         inbox = cast(_Inbox, self.actor_inbox)
         loop = asyncio.get_running_loop()
+        idle: list[asyncio.Future[Any]] = []
+        tasks: set[asyncio.Task[None]] = set()
+        self._idle_workers, self._message_tasks = idle, tasks
         while not self.actor_stopped.is_set():
             if inbox.empty():
                 await inbox.wait()
@@ -463,22 +471,22 @@ class AsyncioActor(_Actor):
             envelope = inbox.get()
             if isinstance(envelope.message, _ActorStop):
                 await self._wait_until_idle()
-                for slot in self._idle_workers:
+                for slot in idle:
                     slot.set_result(None)  # let idle workers end
-                self._idle_workers.clear()
+                idle.clear()
                 await self._stop_gracefully(envelope)
                 return
-            while not self._idle_workers and len(self._message_tasks) >= limit:
+            while not idle and len(tasks) >= limit:
                 self._worker_freed = loop.create_future()
                 await self._worker_freed
-            if self._idle_workers:
-                self._idle_workers.pop().set_result(envelope)
+            if idle:
+                idle.pop().set_result(envelope)
             else:
-                worker = loop.create_task(self._work(envelope))
-                self._message_tasks.add(worker)
-                worker.add_done_callback(self._message_tasks.discard)
+                worker = loop.create_task(self._work(envelope, idle))
+                tasks.add(worker)
+                worker.add_done_callback(tasks.discard)
 
-    async def _work(self, envelope: Any) -> None:
+    async def _work(self, envelope: Any, idle: list[asyncio.Future[Any]]) -> None:
         loop = asyncio.get_running_loop()
         while envelope is not None:
             self._busy += 1
@@ -489,7 +497,7 @@ class AsyncioActor(_Actor):
             if self.actor_stopped.is_set():
                 return
             slot: asyncio.Future[Any] = loop.create_future()
-            self._idle_workers.append(slot)
+            idle.append(slot)
             _resolve(self._worker_freed)
             _resolve(self._all_idle if self._busy == 0 else None)
             envelope = await slot
@@ -506,13 +514,16 @@ class AsyncioActor(_Actor):
         self.actor_stopped.set()
         for envelope in list(self._running):
             _answer_dead(envelope, self)
-        self._running.clear()
+        self._running = ()
         self._actor_loop_teardown()
         if not task.cancelled() and task.exception() is not None:
             logger.error("actor loop of %s crashed", self, exc_info=task.exception())
 
     async def _handle_envelope(self, envelope: Any) -> None:
-        self._running.add(envelope)
+        if not self._running:
+            self._running = []
+        running = cast(list[Any], self._running)
+        running.append(envelope)
         try:
             response = self._handle_receive(envelope.message)
             if inspect.isawaitable(response):
@@ -536,7 +547,7 @@ class AsyncioActor(_Actor):
             if envelope.reply_to is not None and not envelope.reply_to.done():
                 envelope.reply_to.set(response)
         finally:
-            self._running.discard(envelope)
+            running.remove(envelope)
         if self._failure is not None:
             exc_info, self._failure = self._failure, None
             await self._call_on_failure(exc_info)
@@ -548,7 +559,7 @@ class AsyncioActor(_Actor):
                 envelope.reply_to.set_exception(sys.exc_info())
             return
         self._handle_failure(*sys.exc_info())
-        self._failure = sys.exc_info()
+        self._failure = cast(ExcInfo, sys.exc_info())
         cast(_Inbox, self.actor_inbox).wake()  # the loop may be waiting for mail
 
     async def _stop_gracefully(self, envelope: Any) -> None:

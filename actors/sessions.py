@@ -28,7 +28,7 @@ import logging
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pykka import ActorDeadError
 from pykka.messages import ProxyCall
@@ -52,6 +52,7 @@ __all__ = ["Deliver", "Outcome", "SessionActor", "SessionSupervisor", "unordered
 logger = logging.getLogger("queue_runtime.actors")
 
 NO_HANDLER = "NoHandler"
+_NOTHING: set[str] = cast(set[str], frozenset())  # shared, never added to: outside batches
 
 
 def unordered_key(message_id: str, lanes: int) -> str:
@@ -106,6 +107,9 @@ class _Parts:
 class SessionActor(AsyncioActor):
     """Processes the messages of one session (or one unordered lane), one at a time."""
 
+    _interrupted: tuple[ReceivedMessage, ...] = ()
+    """Messages whose settle was cut off by cancellation (rare; per instance when set)."""
+
     def __init__(self, key: str, parts: _Parts) -> None:
         super().__init__()
         self.key = key
@@ -113,9 +117,8 @@ class SessionActor(AsyncioActor):
         self._context = parts.context
         self.idle_since: float | None = None
         """Loop time since when the actor has had nothing to do (None while busy)."""
-        self._settled: set[str] = set()
+        self._settled: set[str] = _NOTHING
         """Tokens of this batch's receipts already settled (so none is settled twice)."""
-        self._interrupted: list[ReceivedMessage] = []
 
     async def on_receive(self, message: Any) -> None:
         if not isinstance(message, Deliver):
@@ -125,6 +128,7 @@ class SessionActor(AsyncioActor):
         try:
             clean = await self._process_batch(message.messages)
         finally:
+            self._settled = _NOTHING  # an idle actor keeps nothing of its last batch
             if message.done is not None and not message.done.done():
                 message.done.set(clean)
             if self.actor_inbox.empty():
@@ -140,7 +144,7 @@ class SessionActor(AsyncioActor):
         its lock expiry), and none is processed after one that comes back.
         Returns True if every message was completed or dead-lettered.
         """
-        self._settled.clear()
+        self._settled = set()
         try:
             for index, message in enumerate(messages):
                 if self._context.draining:
@@ -163,7 +167,7 @@ class SessionActor(AsyncioActor):
         """Abandon after an interruption: the unsettled ones, and once more (quietly) any
         whose settle was cut off, so nothing waits out its lock."""
         await self._abandon_all(messages)
-        interrupted, self._interrupted = self._interrupted, []
+        interrupted, self._interrupted = self._interrupted, ()
         for message in interrupted:
             with contextlib.suppress(QueueError):
                 await self._context.client.abandon_message(message.receipt)
@@ -321,7 +325,7 @@ class SessionActor(AsyncioActor):
         try:
             await settle(message.receipt)
         except asyncio.CancelledError:
-            self._interrupted.append(message)  # unknown whether it took effect
+            self._interrupted = (*self._interrupted, message)  # did it take effect? unknown
             raise
         except InvalidReceiptError:
             self._context.stats.lost_locks += 1
