@@ -161,6 +161,9 @@ class QueueClient:
         name = QueueName(queue)
         batch = list(messages)
         self._check_messages(name, batch)
+        provider_check = getattr(self._provider, "check_messages", None)
+        if provider_check is not None:  # a provider's own, exact rules (optional hook)
+            provider_check(name, batch)
         for chunk in self._chunks(batch):
             await self._call("send", name, functools.partial(self._provider.send, name, chunk))
         return [MessageId(message.message_id) for message in batch]

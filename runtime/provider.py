@@ -6,6 +6,10 @@ circuit breaking, validation of user input, encryption and telemetry live in
 most) one service request, so ``send`` never receives more than
 ``capabilities.max_batch_size`` messages — the client splits.
 
+A provider may also define ``check_messages(queue, messages)``, raising for
+any message it would refuse; the client calls it before sending the first
+batch, so that a send fails with nothing sent.
+
 Providers are found through a registry keyed by the config's ``kind``; the
 built-in adapters are imported lazily so that ``import queue_runtime`` works
 without the cloud SDKs installed.

@@ -136,6 +136,16 @@ class SqsProvider:
         """``EMULATED`` for FIFO queues (``.fifo``), ``NONE`` for standard queues."""
         return SessionSupport.EMULATED if QueueName(queue).is_fifo else SessionSupport.NONE
 
+    def check_messages(self, queue: QueueName, messages: Sequence[Message]) -> None:
+        """Validate every message the way SQS will count and accept it, before the
+        client sends the first batch (so a bad 25th message means nothing is sent)."""
+        now = self.clock.now()
+        for message in messages:
+            try:
+                encode(message, fifo=queue.is_fifo, now=now)
+            except QueueError as exc:
+                raise exc.with_context(operation="send", queue=queue) from None
+
     async def send(self, queue: QueueName, messages: Sequence[Message]) -> None:
         """Send up to 10 messages with one ``SendMessageBatch``.
 

@@ -215,6 +215,21 @@ async def test_oversize_is_counted_the_sqs_way_and_nothing_is_sent(
     assert await client.receive_message("jobs", timeout=0.2) is None
 
 
+async def test_a_message_sqs_would_refuse_in_a_later_batch_means_nothing_is_sent(
+    provider: SqsProvider, client: qr.QueueClient
+) -> None:
+    await provider.create_queue("jobs")
+    messages = [qr.Message(f"{n}".encode()) for n in range(24)]
+    messages.append(qr.Message(b"bad", attributes={"qr.reserved": "x"}))  # 3rd batch of 10
+    calls = await record_calls(provider)
+
+    with pytest.raises(qr.ValidationError):
+        await client.send_messages("jobs", messages)
+
+    assert "SendMessageBatch" not in calls
+    assert await client.receive_message("jobs", timeout=0.2) is None
+
+
 async def test_a_binary_body_near_the_limit_round_trips(
     provider: SqsProvider, client: qr.QueueClient
 ) -> None:
