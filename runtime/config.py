@@ -399,7 +399,6 @@ class AzureServiceBusConfig:
     transport: AzureTransport = "amqp"
     prefetch: int = 0
     max_message_size: int = 262_144
-    max_delivery_count: int = 10
     session_queues: str | None = None
 
     def __post_init__(self) -> None:
@@ -443,7 +442,6 @@ class AzureServiceBusConfig:
         _int_at_least(
             self.max_message_size, 1, "azure.max_message_size", maximum=_AZURE_MAX_MESSAGE_SIZE
         )
-        _int_at_least(self.max_delivery_count, 1, "azure.max_delivery_count")
         _optional_text(self.session_queues, "azure.session_queues")
         if self.session_queues is not None:
             for pattern in self.session_queues.split(","):

@@ -167,10 +167,6 @@ INVALID: list[tuple[Callable[[], object], str]] = [
     ),
     (lambda: AzureServiceBusConfig(namespace=AZ_NS, prefetch=-1), "azure.prefetch"),
     (lambda: AzureServiceBusConfig(namespace=AZ_NS, max_message_size=0), "azure.max_message_size"),
-    (
-        lambda: AzureServiceBusConfig(namespace=AZ_NS, max_delivery_count=0),
-        "azure.max_delivery_count",
-    ),
     (lambda: QueueConfig(provider="aws"), "provider"),  # type: ignore[arg-type]
     (lambda: QueueConfig(retry={"max_attempts": 5}), "retry"),  # type: ignore[arg-type]
 ]
