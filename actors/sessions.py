@@ -44,6 +44,7 @@ from queue_runtime.actors.runtime import (
     kill,
     stop_all,
 )
+from queue_runtime.crypto import UndecryptableMessage
 from queue_runtime.errors import CryptoError, InvalidReceiptError, QueueError
 from queue_runtime.messages import ReceivedMessage
 
@@ -189,6 +190,13 @@ class SessionActor(AsyncioActor):
     async def _process(self, message: ReceivedMessage) -> Outcome:
         context = self._context
         settings = context.settings
+        if isinstance(message, UndecryptableMessage):
+            # the client could not decrypt it (or refused it as plaintext): permanent
+            return await self._dead_letter(
+                message,
+                type(message.error).__name__,
+                describe_failure(message.error, delivery_count=message.delivery_count, attempts=0),
+            )
         event_type = self._event_type(message)
         if event_type is None or not await self._has_handler(event_type):
             if settings.unrouted == "complete":

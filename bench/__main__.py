@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ["bench.actors", "bench.bot", "bench.sqs_raw"]
+SUITES = ["bench.actors", "bench.bot", "bench.sqs_raw", "bench.crypto"]
 
 
 def main() -> int:

@@ -6,6 +6,14 @@ provider's limits, retries transient failures with the configured
 breaker when the provider keeps failing, and bounds every call with a
 timeout. Providers only translate.
 
+With ``QueueConfig(crypto=CryptoConfig(enabled=True))`` and a
+:class:`~queue_runtime.crypto.KeyProvider` (``keys=``), bodies are encrypted on
+send and decrypted on receive, transparently (spec §8). A message that cannot
+be decrypted (or a plaintext one under ``PlaintextPolicy.REJECT``) is never
+dropped and never fails its batch: it is returned in place as an
+:class:`~queue_runtime.crypto.UndecryptableMessage` carrying the error and its
+receipt, for the caller to dead-letter.
+
 Example:
     >>> import asyncio
     >>> import queue_runtime as qr
@@ -38,7 +46,9 @@ from typing import Self, TypeVar
 from queue_runtime.circuit import CircuitBreaker
 from queue_runtime.clock import Clock, SystemClock
 from queue_runtime.config import ProviderConfig, QueueConfig, load_config
+from queue_runtime.crypto import EnvKeyProvider, KeyProvider, MessageCrypto, UndecryptableMessage
 from queue_runtime.errors import (
+    ConfigurationError,
     MessageTooLargeError,
     OperationTimeoutError,
     QueueError,
@@ -73,7 +83,10 @@ DEFAULT_RECEIVE_BATCH = 10
 
 
 async def create_client(
-    config: QueueConfig | ProviderConfig | None = None, *, clock: Clock | None = None
+    config: QueueConfig | ProviderConfig | None = None,
+    *,
+    clock: Clock | None = None,
+    keys: KeyProvider | None = None,
 ) -> QueueClient:
     """Build a client for ``config``.
 
@@ -82,13 +95,19 @@ async def create_client(
     from ``QUEUE_RUNTIME_CONFIG``/``QUEUE_PROVIDER`` and the environment
     (:func:`~queue_runtime.config.load_config`). Invalid configuration fails
     here with :class:`~queue_runtime.errors.ConfigurationError`.
+
+    When ``config.crypto.enabled`` and no ``keys`` are given, the keys are read
+    from ``QUEUE_RUNTIME_ENCRYPTION_KEYS``
+    (:meth:`~queue_runtime.crypto.EnvKeyProvider.from_env`).
     """
     if config is None:
         config = load_config()
     elif not isinstance(config, QueueConfig):
         config = QueueConfig(provider=config)
+    if config.crypto.enabled and keys is None:
+        keys = EnvKeyProvider.from_env()
     clock = clock or SystemClock()
-    return QueueClient(create_provider(config.provider, clock), config, clock=clock)
+    return QueueClient(create_provider(config.provider, clock), config, clock=clock, keys=keys)
 
 
 class QueueClient:
@@ -96,6 +115,9 @@ class QueueClient:
 
     Names and ids may be given as plain ``str``; they are validated. Timeouts
     are float seconds; ``None`` means the configured default.
+
+    ``keys`` is required when ``config.crypto.enabled`` and refused otherwise
+    (so that keys given to a client that would not use them cannot go unnoticed).
     """
 
     def __init__(
@@ -104,12 +126,27 @@ class QueueClient:
         config: QueueConfig | None = None,
         *,
         clock: Clock | None = None,
+        keys: KeyProvider | None = None,
     ) -> None:
         self._provider = provider
         self.config = config or QueueConfig()
         self._clock: Clock = clock or getattr(provider, "clock", None) or SystemClock()
         self.circuit = CircuitBreaker(self.config.circuit_breaker, self._clock)
         """The provider's circuit breaker (state visible for health checks)."""
+        self.crypto: MessageCrypto | None = None
+        """The encryption engine (``None`` when encryption is off); ``crypto.stats`` counts."""
+        if self.config.crypto.enabled:
+            if keys is None:
+                raise ConfigurationError(
+                    "encryption is enabled but the client has no key provider (keys=...)",
+                    field="crypto.enabled",
+                )
+            self.crypto = MessageCrypto(keys, self.config.crypto, self._clock)
+        elif keys is not None:
+            raise ConfigurationError(
+                "keys were given but encryption is disabled; set crypto.enabled",
+                field="crypto.enabled",
+            )
         self._closed = False
 
     # -- capabilities -----------------------------------------------------------
@@ -157,9 +194,16 @@ class QueueClient:
         message fails the call with nothing sent. A failure part-way raises
         after the earlier batches were sent; sending them all again is safe
         for at-least-once consumers (and SQS FIFO deduplicates by message id).
+        With encryption on, bodies are encrypted first and the size limits
+        apply to the encrypted messages.
         """
         name = QueueName(queue)
         batch = list(messages)
+        if self.crypto is not None:
+            for message in batch:
+                if not isinstance(message, Message):
+                    self._check_messages(name, [message])  # raises the ValidationError
+            batch = [await self.crypto.encrypt_message(message) for message in batch]
         self._check_messages(name, batch)
         provider_check = getattr(self._provider, "check_messages", None)
         if provider_check is not None:  # a provider's own, exact rules (optional hook)
@@ -192,9 +236,10 @@ class QueueClient:
         name = QueueName(queue)
         count = self._receive_count(max_messages)
         wait = self._receive_timeout(timeout)
-        return await self._call(
+        batch = await self._call(
             "receive", name, lambda: self._provider.receive(name, count, wait), timeout=wait
         )
+        return await self._decrypt_all(batch)
 
     async def complete_message(self, receipt: ReceiptHandle) -> None:
         """Remove the message for good. Raises InvalidReceiptError if the lock was lost."""
@@ -261,19 +306,21 @@ class QueueClient:
         name = QueueName(queue)
         count = self._receive_count(max_messages)
         wait = self._receive_timeout(timeout)
-        return await self._call(
+        batch = await self._call(
             "receive_dead_letters",
             name,
             lambda: self._provider.receive_dead_letters(name, count, wait),
             timeout=wait,
         )
+        return await self._decrypt_all(batch, dead_letter=True)
 
     async def peek_dead_letters(self, queue: str, max_messages: int = 100) -> list[ReceivedMessage]:
         """Read up to ``max_messages`` DLQ messages with their reasons, without locking them."""
         name = QueueName(queue)
-        return await self._call(
+        batch = await self._call(
             "peek_dead_letters", name, lambda: self._provider.peek_dead_letters(name, max_messages)
         )
+        return await self._decrypt_all(batch, dead_letter=True, locked=False)
 
     async def requeue_dead_letters(
         self,
@@ -288,7 +335,9 @@ class QueueClient:
         Each message is sent first (same id, body, session id and attributes,
         plus ``queue_runtime.requeue_count``) and removed from the DLQ only
         after the send succeeded: a crash in between duplicates, never loses.
-        Messages the ``predicate`` rejects stay in the DLQ.
+        Messages the ``predicate`` rejects stay in the DLQ, and so do messages
+        that cannot be decrypted. With encryption on, requeued messages are
+        encrypted afresh (new nonce and timestamp).
         """
         name = QueueName(queue)
         requeued = 0
@@ -306,7 +355,9 @@ class QueueClient:
                     break
                 for message in fresh:
                     seen.add(message.message_id)
-                    if predicate is not None and not predicate(message):
+                    if isinstance(message, UndecryptableMessage) or (
+                        predicate is not None and not predicate(message)
+                    ):
                         skipped.append(message)
                         continue
                     count = int(message.attributes.get(REQUEUE_COUNT_ATTRIBUTE, "0")) + 1
@@ -391,6 +442,27 @@ class QueueClient:
                 raise error
             await self._clock.sleep(retry.delay(attempt, error))
             attempt += 1
+
+    async def _decrypt_all(
+        self, batch: list[ReceivedMessage], *, dead_letter: bool = False, locked: bool = True
+    ) -> list[ReceivedMessage]:
+        """Decrypt a received batch in place; bad messages become UndecryptableMessage.
+
+        Dead letters are checked for authenticity but not freshness or replay.
+        If something other than a crypto failure interrupts (a key provider
+        down, cancellation), the batch's locks are given back before re-raising.
+        """
+        crypto = self.crypto
+        if crypto is None or not batch:
+            return batch
+        try:
+            return [await crypto.open_received(m, dead_letter=dead_letter) for m in batch]
+        except BaseException:
+            if locked:
+                for message in batch:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self._provider.abandon(message.receipt, None))
+            raise
 
     def _check_messages(self, queue: QueueName, messages: Sequence[Message]) -> None:
         limit = self.max_message_size
@@ -481,12 +553,13 @@ class SessionClient:
         client = self._client
         count = client._receive_count(max_messages)
         wait = client._receive_timeout(timeout)
-        return await client._call(
+        batch = await client._call(
             "session_receive",
             self.queue,
             lambda: self._receiver.receive(count, wait),
             timeout=wait,
         )
+        return await client._decrypt_all(batch)
 
     async def complete_message(self, receipt: ReceiptHandle) -> None:
         await self._client.complete_message(receipt)

@@ -7,10 +7,11 @@ its dotted path (``aws.visibility_timeout``). Layers, lowest precedence first:
     defaults  <  TOML file  <  environment  <  code
 
 * TOML: a top-level ``provider = "memory" | "aws" | "azure"`` and the tables
-  ``[memory]``, ``[aws]``, ``[azure]``, ``[retry]``, ``[circuit_breaker]`` and
-  ``[timeouts]``, whose keys are exactly the dataclass field names. Only the table of
-  the selected provider is used; the others may be present (their key names are still
-  checked, to catch typos).
+  ``[memory]``, ``[aws]``, ``[azure]``, ``[retry]``, ``[circuit_breaker]``,
+  ``[timeouts]`` and ``[crypto]``, whose keys are exactly the dataclass field names.
+  Only the table of the selected provider is used; the others may be present (their key
+  names are still checked, to catch typos). Encryption keys are not configuration: see
+  :class:`~queue_runtime.crypto.EnvKeyProvider`.
 * Environment: ``QUEUE_PROVIDER`` selects the provider; each field is
   ``QUEUE_RUNTIME_<TABLE>_<FIELD>`` (``QUEUE_RUNTIME_AWS_REGION``,
   ``QUEUE_RUNTIME_RETRY_MAX_ATTEMPTS``). ``QUEUE_RUNTIME_CONFIG`` names the TOML file
@@ -53,6 +54,7 @@ from typing import Any, ClassVar, Final, Literal, NoReturn, SupportsIndex, TypeA
 from urllib.parse import urlsplit
 
 from queue_runtime.circuit import CircuitBreakerConfig
+from queue_runtime.crypto import CryptoConfig
 from queue_runtime.errors import ConfigurationError
 from queue_runtime.retry import RetryPolicy
 
@@ -493,12 +495,13 @@ _PROVIDER_TYPES: Final = (InMemoryConfig, AwsSqsConfig, AzureServiceBusConfig)
 
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
-    """The whole runtime configuration: provider, retry, circuit breaker, timeouts."""
+    """The whole runtime configuration: provider, retry, circuit breaker, timeouts, crypto."""
 
     provider: ProviderConfig = field(default_factory=InMemoryConfig)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     circuit_breaker: CircuitBreakerConfig = field(default_factory=CircuitBreakerConfig)
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
+    crypto: CryptoConfig = field(default_factory=CryptoConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.provider, _PROVIDER_TYPES):
@@ -509,6 +512,7 @@ class QueueConfig:
             ("retry", RetryPolicy),
             ("circuit_breaker", CircuitBreakerConfig),
             ("timeouts", TimeoutConfig),
+            ("crypto", CryptoConfig),
         ):
             if not isinstance(getattr(self, name), expected):
                 raise ConfigurationError(f"expected {expected.__name__}", field=name)
@@ -539,12 +543,13 @@ _PROVIDERS: Final[dict[str, type[ProviderConfig]]] = {
     "aws": AwsSqsConfig,
     "azure": AzureServiceBusConfig,
 }
-_COMMON_SECTIONS: Final = ("retry", "circuit_breaker", "timeouts")
+_COMMON_SECTIONS: Final = ("retry", "circuit_breaker", "timeouts", "crypto")
 _SECTIONS: Final[dict[str, type[Any]]] = {
     **_PROVIDERS,
     "retry": RetryPolicy,
     "circuit_breaker": CircuitBreakerConfig,
     "timeouts": TimeoutConfig,
+    "crypto": CryptoConfig,
 }
 
 _TRUE: Final = frozenset({"true", "1", "yes"})
@@ -702,6 +707,7 @@ def _merge(layers: list[_Layer]) -> QueueConfig:
         retry=built["retry"],
         circuit_breaker=built["circuit_breaker"],
         timeouts=built["timeouts"],
+        crypto=built["crypto"],
     )
 
 
@@ -716,8 +722,8 @@ def load_config(
     ``path`` defaults to ``$QUEUE_RUNTIME_CONFIG`` (no file if that is unset too).
     ``env`` defaults to ``os.environ``. ``overrides`` are ``provider`` (``"aws"`` or a
     provider config object) and the sections ``memory``, ``aws``, ``azure``, ``retry``,
-    ``circuit_breaker``, ``timeouts``, each a section object (replaces that section) or
-    a mapping of field values (merged field by field).
+    ``circuit_breaker``, ``timeouts``, ``crypto``, each a section object (replaces that
+    section) or a mapping of field values (merged field by field).
 
     Reading the file is blocking I/O. It is meant to run once at start-up, before the
     event loop starts; inside a running loop use ``asyncio.to_thread(load_config)``.

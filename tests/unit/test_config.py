@@ -26,6 +26,7 @@ from queue_runtime.config import (
     config_reference,
     load_config,
 )
+from queue_runtime.crypto import CryptoConfig
 from queue_runtime.errors import ConfigurationError
 from queue_runtime.retry import Backoff, RetryPolicy
 
@@ -724,6 +725,7 @@ SECTIONS: dict[str, type[Any]] = {
     "retry": RetryPolicy,
     "circuit_breaker": CircuitBreakerConfig,
     "timeouts": TimeoutConfig,
+    "crypto": CryptoConfig,
 }
 
 
