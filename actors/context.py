@@ -71,7 +71,12 @@ class BotStats:
     handler_restarts: int = 0
     lock_renewals: int = 0
     lost_locks: int = 0
+    """Settles that found the lock gone (the message comes back: handled again)."""
     settle_failures: int = 0
+    """Settles that failed otherwise (the message comes back after its lock expires).
+
+    received == completed + abandoned + dead_lettered + lost_locks + settle_failures
+    + in_flight, at every moment."""
 
     def copy(self) -> BotStats:
         return dataclasses.replace(self)

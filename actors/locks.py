@@ -144,9 +144,8 @@ class LockRenewer:
             else:
                 await client.renew_message_lock(held)
         except (InvalidReceiptError, SessionLockLostError):
-            if id(held) in self._held:
+            if id(held) in self._held:  # counted when its settle fails (stats.lost_locks)
                 self._held.discard(id(held))
-                self._context.stats.lost_locks += 1
                 logger.warning("lock lost before the work finished: %r", held)
             return False
         except QueueError as error:

@@ -205,6 +205,7 @@ class ReceiverActor(AsyncioActor):
                 try:
                     actor.tell(Deliver(batch, done))
                 except ActorDeadError:
+                    context.stats.settle_failures += len(batch)
                     context.settled(len(batch))  # closing the session gives them back
                     return
                 try:

@@ -179,7 +179,8 @@ class SessionActor(AsyncioActor):
         try:
             return await self._process(message)
         except Exception as error:
-            if message.receipt.token in self._settled:
+            if message.receipt.token in self._settled:  # it failed while settling
+                self._context.stats.settle_failures += 1
                 return Outcome.LOST
             logger.exception(
                 "processing failed outside the handler",
