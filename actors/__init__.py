@@ -14,7 +14,13 @@ Example:
 
 from queue_runtime.actors.bot import Bot
 from queue_runtime.actors.context import BotStats
-from queue_runtime.actors.handlers import WILDCARD, Event, Handler, PermanentFailure
+from queue_runtime.actors.handlers import (
+    WILDCARD,
+    Event,
+    Handler,
+    PermanentFailure,
+    RestartPolicy,
+)
 from queue_runtime.actors.runtime import AsyncioActor, AsyncioActorRef, AsyncioFuture
 
 __all__ = [
@@ -27,4 +33,5 @@ __all__ = [
     "Event",
     "Handler",
     "PermanentFailure",
+    "RestartPolicy",
 ]

@@ -49,7 +49,7 @@ from pykka.messages import ProxyCall
 
 from queue_runtime.actors.context import BotContext, BotSettings, BotStats, Router
 from queue_runtime.actors.dead_letters import DeadLetterActor
-from queue_runtime.actors.handlers import Handler, HandlerSupervisor, routes
+from queue_runtime.actors.handlers import Handler, HandlerSupervisor, RestartPolicy, routes
 from queue_runtime.actors.locks import LockRenewer
 from queue_runtime.actors.receiver import ReceiverActor
 from queue_runtime.actors.runtime import AsyncioActorRef
@@ -86,6 +86,11 @@ class Bot:
     * ``permanent_errors`` — exception types dead-lettered at once, like
       :class:`~queue_runtime.actors.PermanentFailure`.
     * ``unordered_concurrency`` — lanes for messages without a session id.
+    * ``restart_policy`` — restart back-off of crashed handlers and what a
+      crash loop does: pause pulling (default) or stop the bot; see
+      :class:`~queue_runtime.actors.RestartPolicy`.
+    * ``failure_tracebacks`` — add a truncated traceback to the failure record of
+      each dead letter (off by default: tracebacks may hold payload data).
     """
 
     def __init__(
@@ -107,6 +112,8 @@ class Bot:
         permanent_errors: Sequence[type[BaseException]] = (),
         unordered_concurrency: int = 32,
         receive_wait: float = 1.0,
+        failure_tracebacks: bool = False,
+        restart_policy: RestartPolicy | None = None,
     ) -> None:
         self.settings = BotSettings(
             queue=QueueName(queue),
@@ -123,6 +130,8 @@ class Bot:
             permanent_errors=tuple(permanent_errors),
             unordered_concurrency=unordered_concurrency,
             receive_wait=receive_wait,
+            failure_tracebacks=failure_tracebacks,
+            restart_policy=restart_policy or RestartPolicy(),
         )
         self._handler_classes = list(handlers)
         routes(self._handler_classes)  # fail here, not in start()
@@ -135,6 +144,8 @@ class Bot:
         self._refs: dict[str, AsyncioActorRef[Any]] = {}
         self._renewer: LockRenewer | None = None
         self._stopped = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
+        """Waits for an actor's stop request and stops the bot; owned and awaited here."""
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
 
     # -- lifecycle ----------------------------------------------------------------
@@ -152,11 +163,16 @@ class Bot:
             context = self._context = BotContext(self._client, self.settings)
             renewer = self._renewer = LockRenewer(context)
             renewer.start()
-            handlers = self._refs["handlers"] = HandlerSupervisor.start(self._handler_classes)
+            handlers = self._refs["handlers"] = HandlerSupervisor.start(
+                self._handler_classes, policy=self.settings.restart_policy
+            )
             dead_letters = self._refs["dead_letters"] = DeadLetterActor.start(context)
             parts = _Parts(context, handlers, dead_letters, renewer)
             sessions = self._refs["sessions"] = SessionSupervisor.start(parts)
             self._refs["receiver"] = ReceiverActor.start(context, sessions, handlers, renewer)
+            self._watcher = asyncio.get_running_loop().create_task(
+                self._stop_on_request(context), name="bot stop on request"
+            )
         except BaseException:
             await self._tear_down()
             raise
@@ -166,6 +182,12 @@ class Bot:
         """Stop gracefully: stop pulling, let running handlers finish within
         ``drain_timeout``, give back every prefetched message at once, close
         sessions and (if the bot created it) the client. Idempotent."""
+        try:
+            await self._stop()
+        finally:
+            await self._join_watcher()
+
+    async def _stop(self) -> None:
         if self._state in ("stopping", "stopped"):
             await self._stopped.wait()
             return
@@ -201,8 +223,29 @@ class Bot:
             self._state = "stopped"
             self._stopped.set()
 
+    async def _stop_on_request(self, context: BotContext) -> None:
+        """The watcher: when an actor asks (a crash loop under ``on_escalation="stop"``),
+        stop the bot from this task, so that no actor waits for its own stopping."""
+        await context.stop_requested.wait()
+        logger.error("stopping the bot: %s", context.stop_reason)
+        try:
+            await self._stop()
+        except Exception:
+            logger.exception("stopping the bot on request failed")
+
+    async def _join_watcher(self) -> None:
+        """Cancel the watcher if it is still waiting, and await it (unless we are it)."""
+        watcher = self._watcher
+        if watcher is None or watcher is asyncio.current_task():
+            return
+        if not (self._context is not None and self._context.stop_requested.is_set()):
+            watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        self._watcher = None
+
     async def run(self) -> None:
-        """Start, then wait until :meth:`stop` is called or SIGINT/SIGTERM arrives."""
+        """Start, then wait until :meth:`stop` is called, SIGINT/SIGTERM arrives, or
+        the bot stops itself (restart policy ``on_escalation="stop"``)."""
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         stopping: asyncio.Task[None] | None = None
@@ -224,8 +267,7 @@ class Bot:
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
-            if self._state != "stopped":
-                await self.stop()
+            await self.stop()  # idempotent; also awaits the stop-on-request watcher
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from queue_runtime.actors.handlers import RestartPolicy
 from queue_runtime.client import QueueClient
 from queue_runtime.messages import QueueName, ReceivedMessage
 from queue_runtime.retry import RetryPolicy
@@ -43,6 +44,8 @@ class BotSettings:
     permanent_errors: tuple[type[BaseException], ...] = ()
     unordered_concurrency: int = 32
     receive_wait: float = 1.0
+    failure_tracebacks: bool = False
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
 
     def __post_init__(self) -> None:
         for name in ("max_sessions", "mailbox_size", "max_in_flight", "max_delivery_count"):
@@ -92,6 +95,15 @@ class BotContext:
         self.draining = False
         """Set when the bot stops: no new work starts, prefetched messages are abandoned."""
         self._room = asyncio.Event()
+        self.stop_requested = asyncio.Event()
+        """Set by an actor that wants the bot stopped; the bot's own task does the stopping."""
+        self.stop_reason: str | None = None
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the bot to stop gracefully (it stops in a task it owns; this returns at once)."""
+        if not self.stop_requested.is_set():
+            self.stop_reason = reason
+            self.stop_requested.set()
 
     def settled(self, count: int = 1) -> None:
         """Record that ``count`` in-flight messages were settled (or given up)."""

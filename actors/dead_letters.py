@@ -1,32 +1,61 @@
 """The dead-letter actor: where messages that cannot succeed are escalated.
 
 Session actors ask it to dead-letter a message with a reason (the error
-type) and a description (message, attempts). It settles the message through
-the client and keeps the most recent records for inspection.
+type), a description (message, attempts) and a failure record (see
+:mod:`queue_runtime.dlq`: handler, original queue, attempt history, times;
+a traceback only when the bot was built with ``failure_tracebacks=True``).
+It settles the message through the client and keeps the most recent records
+for inspection.
 
 Example:
-    >>> from queue_runtime.actors.dead_letters import describe_failure
+    >>> from queue_runtime.actors.dead_letters import (
+    ...     FailureHistory, describe_failure, failure_properties
+    ... )
     >>> describe_failure(ValueError("bad payload"), delivery_count=5, attempts=3)
     'ValueError: bad payload (delivery 5, 3 attempts in this delivery)'
+    >>> history = FailureHistory()
+    >>> history.add(0.0, ValueError("bad"))
+    >>> record = failure_properties(
+    ...     reason="ValueError", queue="events", handler="Pushes", delivery_count=5,
+    ...     history=history, now=1.0,
+    ... )
+    >>> record["queue_runtime.failure.attempts"]
+    '[{"at":"1970-01-01T00:00:00.000+00:00","error":"ValueError"}]'
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+import orjson
+
+from queue_runtime import dlq
 from queue_runtime.actors.context import BotContext
 from queue_runtime.actors.runtime import AsyncioActor
 from queue_runtime.errors import QueueError
 from queue_runtime.messages import ReceivedMessage
 
-__all__ = ["DeadLetterActor", "DeadLetterRecord", "describe_failure"]
+__all__ = [
+    "DeadLetterActor",
+    "DeadLetterRecord",
+    "FailureHistory",
+    "describe_failure",
+    "failure_properties",
+]
 
 logger = logging.getLogger("queue_runtime.actors")
 
 MAX_DESCRIPTION = 1024
 KEEP_RECORDS = 1000
+KEEP_ATTEMPTS = 10
+"""Failed attempts kept in a failure record (the most recent ones)."""
+MAX_TRACEBACK = 2048
+"""Characters of a traceback kept (its end: the innermost frames and the error)."""
 
 
 def describe_failure(error: BaseException, *, delivery_count: int, attempts: int) -> str:
@@ -34,6 +63,73 @@ def describe_failure(error: BaseException, *, delivery_count: int, attempts: int
     text = f"{type(error).__name__}: {error}".replace("\n", " ")
     text += f" (delivery {delivery_count}, {attempts} attempts in this delivery)"
     return text[:MAX_DESCRIPTION]
+
+
+@dataclass(slots=True)
+class FailureHistory:
+    """The failed attempts of one delivery as this process saw them (the last few)."""
+
+    attempts: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=KEEP_ATTEMPTS))
+    first_at: float | None = None
+    last_error: BaseException | None = None
+
+    def add(self, at: float, error: BaseException) -> None:
+        """Record a failed attempt at ``at`` (Unix seconds)."""
+        if self.first_at is None:
+            self.first_at = at
+        self.attempts.append((at, type(error).__name__))
+        self.last_error = error
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+def _traceback(error: BaseException) -> str:
+    """The traceback of ``error`` in at most ``MAX_TRACEBACK`` characters: the error
+    line (cut to a quarter of that) and as many innermost frames as fit."""
+    head = "Traceback (most recent call last):\n"
+    last = "".join(traceback.format_exception_only(error))
+    if len(last) > MAX_TRACEBACK // 4:
+        last = last[: MAX_TRACEBACK // 4 - 4] + "...\n"
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    room = MAX_TRACEBACK - len(head) - len(last)
+    if len(frames) > room:
+        frames = "  ...\n" + frames[len(frames) - room + 6 :]
+    return head + frames + last
+
+
+def failure_properties(
+    *,
+    reason: str,
+    queue: str,
+    handler: str | None,
+    delivery_count: int,
+    history: FailureHistory,
+    now: float,
+    error: BaseException | None = None,
+    tracebacks: bool = False,
+) -> dict[str, str]:
+    """The failure record of a dead letter, as attributes (see :mod:`queue_runtime.dlq`).
+
+    No stack trace unless ``tracebacks`` (it may hold payload data or secrets).
+    """
+    record = {
+        dlq.REASON: reason,
+        dlq.QUEUE: queue,
+        dlq.DELIVERY_COUNT: str(delivery_count),
+        dlq.FIRST_FAILED_AT: _iso(history.first_at if history.first_at is not None else now),
+        dlq.DEAD_LETTERED_AT: _iso(now),
+        dlq.ATTEMPTS: orjson.dumps(
+            [{"at": _iso(at), "error": name} for at, name in history.attempts]
+        ).decode(),
+    }
+    if handler is not None:
+        record[dlq.HANDLER] = handler
+    error = error if error is not None else history.last_error
+    if tracebacks and error is not None:
+        record[dlq.TRACEBACK] = _traceback(error)
+    return record
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +148,19 @@ class DeadLetterActor(AsyncioActor):
         self._context = context
         self.records: deque[DeadLetterRecord] = deque(maxlen=KEEP_RECORDS)
 
-    async def dead_letter(self, message: ReceivedMessage, reason: str, description: str) -> bool:
-        """Move ``message`` to the DLQ; False if the lock was already lost (it comes back)."""
+    async def dead_letter(
+        self,
+        message: ReceivedMessage,
+        reason: str,
+        description: str,
+        properties: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Move ``message`` to the DLQ (with ``properties``, its failure record);
+        False if the lock was already lost (it comes back)."""
         try:
-            await self._context.client.dead_letter_message(message.receipt, reason, description)
+            await self._context.client.dead_letter_message(
+                message.receipt, reason, description, properties
+            )
         except QueueError as error:
             logger.warning(
                 "could not dead-letter %s (%s); it will be delivered again",

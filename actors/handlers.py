@@ -27,14 +27,22 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import orjson
 
 from queue_runtime.actors.runtime import AsyncioActor, AsyncioActorRef, kill, stop_all
 from queue_runtime.messages import ReceivedMessage
 
-__all__ = ["WILDCARD", "Event", "Handler", "HandlerSupervisor", "PermanentFailure", "routes"]
+__all__ = [
+    "WILDCARD",
+    "Event",
+    "Handler",
+    "HandlerSupervisor",
+    "PermanentFailure",
+    "RestartPolicy",
+    "routes",
+]
 
 logger = logging.getLogger("queue_runtime.actors")
 
@@ -44,6 +52,46 @@ WILDCARD = "*"
 
 class PermanentFailure(Exception):
     """Raise from a handler when retrying cannot help: the message is dead-lettered now."""
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """How crashed handler actors are restarted, and when crash-looping escalates.
+
+    A handler that died is restarted after ``initial_backoff`` seconds,
+    doubling with each restart in the ``window`` up to ``max_backoff``. More
+    than ``max_restarts`` restarts of one handler within ``window`` seconds is
+    an escalation: ``"pause"`` stops pulling until the window has passed
+    without that many restarts; ``"stop"`` also stops the bot gracefully
+    (``bot.run()`` then returns).
+
+    Example:
+        >>> policy = RestartPolicy(max_restarts=3, on_escalation="stop")
+        >>> [policy.backoff(n) for n in (1, 2, 3)]
+        [0.1, 0.2, 0.4]
+        >>> RestartPolicy(max_backoff=0.15).backoff(3)
+        0.15
+    """
+
+    max_restarts: int = 10
+    window: float = 60.0
+    initial_backoff: float = 0.1
+    max_backoff: float = 30.0
+    on_escalation: Literal["pause", "stop"] = "pause"
+
+    def __post_init__(self) -> None:
+        if self.max_restarts < 0:
+            raise ValueError("max_restarts must not be negative")
+        if not self.window > 0:
+            raise ValueError("window must be positive")
+        if not 0 <= self.initial_backoff <= self.max_backoff:
+            raise ValueError("need 0 <= initial_backoff <= max_backoff")
+        if self.on_escalation not in ("pause", "stop"):
+            raise ValueError("on_escalation must be 'pause' or 'stop'")
+
+    def backoff(self, restarts: int) -> float:
+        """The delay before the ``restarts``-th restart in the window (1-based)."""
+        return min(self.initial_backoff * 2.0 ** (restarts - 1), self.max_backoff)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +176,11 @@ class HandlerSupervisor(AsyncioActor):
     """Starts one actor per handler class, hands out refs, restarts crashed handlers.
 
     A handler that died (crash in ``on_start``, a failing ``tell``) is
-    restarted with exponential back-off: 0.1 s, 0.2 s, ... up to 30 s. More
-    than ``max_restarts`` restarts within ``restart_window`` seconds is an
-    escalation: the bot stops pulling until the window has passed without
-    that many restarts.
+    restarted with exponential back-off as the :class:`RestartPolicy` says
+    (default 0.1 s, 0.2 s, ... up to 30 s). More than ``max_restarts``
+    restarts within ``window`` seconds is an escalation: the bot stops pulling
+    until the window has passed without that many restarts (and with
+    ``on_escalation="stop"`` stops itself).
     """
 
     concurrency = 16  # a restart's back-off must not hold up other questions
@@ -140,15 +189,13 @@ class HandlerSupervisor(AsyncioActor):
         self,
         handlers: list[type[Handler]],
         *,
-        max_restarts: int = 10,
-        restart_window: float = 60.0,
+        policy: RestartPolicy | None = None,
     ) -> None:
         super().__init__()
         self._classes = routes(handlers)
         self._refs: dict[type[Handler], AsyncioActorRef[Any]] = {}
         self._restarts: dict[type[Handler], list[float]] = {}
-        self.max_restarts = max_restarts
-        self.restart_window = restart_window
+        self.policy = policy or RestartPolicy()
         self.restart_count = 0
         self._restarting: dict[type[Handler], asyncio.Future[AsyncioActorRef[Any]]] = {}
 
@@ -170,8 +217,9 @@ class HandlerSupervisor(AsyncioActor):
     def is_escalated(self) -> bool:
         """True while some handler restarted more than ``max_restarts`` times in the window."""
         now = asyncio.get_running_loop().time()
+        policy = self.policy
         return any(
-            sum(1 for t in times if now - t < self.restart_window) > self.max_restarts
+            sum(1 for t in times if now - t < policy.window) > policy.max_restarts
             for times in self._restarts.values()
         )
 
@@ -195,18 +243,20 @@ class HandlerSupervisor(AsyncioActor):
     async def _restart(self, handler: type[Handler]) -> AsyncioActorRef[Any]:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        recent = [t for t in self._restarts.get(handler, []) if now - t < self.restart_window]
+        policy = self.policy
+        recent = [t for t in self._restarts.get(handler, []) if now - t < policy.window]
         recent.append(now)
         self._restarts[handler] = recent
         self.restart_count += 1
-        if len(recent) > self.max_restarts:
+        if len(recent) > policy.max_restarts:
             logger.error(
-                "handler %s restarted %d times in %.0f s: escalating",
+                "handler %s restarted %d times in %.0f s: escalating (%s)",
                 handler.__name__,
                 len(recent),
-                self.restart_window,
+                policy.window,
+                policy.on_escalation,
             )
-        delay = min(0.1 * 2 ** (len(recent) - 1), 30.0)
+        delay = policy.backoff(len(recent))
         logger.warning("restarting crashed handler %s in %.1f s", handler.__name__, delay)
         await asyncio.sleep(delay)
         ref = self._refs[handler] = handler.start()

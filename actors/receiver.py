@@ -14,8 +14,10 @@ Two ways to pull, chosen by the queue's session support:
 
 Pulling pauses while ``max_in_flight`` messages are held (back-pressure),
 while the provider's circuit breaker is open, and while the handler
-supervisor has escalated. The pull loops are tasks the receiver owns: it
-cancels and awaits them when it stops.
+supervisor has escalated; with the restart policy's ``on_escalation="stop"``
+the receiver then asks the bot to stop (the bot does so in a task it owns).
+The pull loops are tasks the receiver owns: it cancels and awaits them when
+it stops.
 
 Example:
     >>> from queue_runtime.actors.receiver import backoff
@@ -243,7 +245,12 @@ class ReceiverActor(AsyncioActor):
         self._renewer.hold(batch)
 
     async def _escalated(self) -> bool:
+        """True while handlers crash-loop (pulling pauses); with the restart policy's
+        ``on_escalation="stop"`` it also asks the bot to stop."""
         escalated: bool = await self._handler_calls.is_escalated()
+        context = self._context
+        if escalated and context.settings.restart_policy.on_escalation == "stop":
+            context.request_stop("handlers are crash-looping")
         return escalated
 
     async def _wait_for_room(self) -> None:

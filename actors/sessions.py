@@ -34,7 +34,12 @@ from pykka import ActorDeadError
 from pykka.messages import ProxyCall
 
 from queue_runtime.actors.context import BotContext
-from queue_runtime.actors.dead_letters import DeadLetterActor, describe_failure
+from queue_runtime.actors.dead_letters import (
+    DeadLetterActor,
+    FailureHistory,
+    describe_failure,
+    failure_properties,
+)
 from queue_runtime.actors.handlers import Event, HandlerSupervisor, PermanentFailure
 from queue_runtime.actors.locks import LockRenewer
 from queue_runtime.actors.runtime import (
@@ -186,7 +191,9 @@ class SessionActor(AsyncioActor):
                 "processing failed outside the handler",
                 extra={"message_id": message.message_id, "session_id": message.session_id},
             )
-            return await self._give_up(message, error, attempts=1)
+            history = FailureHistory()
+            history.add(self._context.client.clock.now(), error)
+            return await self._give_up(message, error, attempts=1, history=history)
 
     async def _process(self, message: ReceivedMessage) -> Outcome:
         context = self._context
@@ -197,6 +204,7 @@ class SessionActor(AsyncioActor):
                 message,
                 type(message.error).__name__,
                 describe_failure(message.error, delivery_count=message.delivery_count, attempts=0),
+                error=message.error,
             )
         event_type = self._event_type(message)
         if event_type is None or not await self._has_handler(event_type):
@@ -207,6 +215,7 @@ class SessionActor(AsyncioActor):
             )
         retry = settings.retry
         attempt = 1
+        history = FailureHistory()
         while True:
             handler = await self._handler(event_type)
             try:
@@ -218,6 +227,8 @@ class SessionActor(AsyncioActor):
                     if context.draining:
                         return await self._abandon(message)
                     continue
+                history.add(context.client.clock.now(), error)
+                handler_name = handler.actor_class.__name__
                 if self._is_permanent(error):
                     return await self._dead_letter(
                         message,
@@ -225,6 +236,9 @@ class SessionActor(AsyncioActor):
                         describe_failure(
                             error, delivery_count=message.delivery_count, attempts=attempt
                         ),
+                        error=error,
+                        handler=handler_name,
+                        history=history,
                     )
                 if attempt < retry.attempts and not context.draining:
                     context.stats.retried += 1
@@ -232,16 +246,29 @@ class SessionActor(AsyncioActor):
                     attempt += 1
                     if not context.draining:
                         continue
-                return await self._give_up(message, error, attempts=attempt)
+                return await self._give_up(
+                    message, error, attempts=attempt, history=history, handler=handler_name
+                )
             return await self._complete(message)
 
-    async def _give_up(self, message: ReceivedMessage, error: Exception, attempts: int) -> Outcome:
+    async def _give_up(
+        self,
+        message: ReceivedMessage,
+        error: Exception,
+        attempts: int,
+        *,
+        history: FailureHistory,
+        handler: str | None = None,
+    ) -> Outcome:
         """After the in-place retries: dead-letter on the last allowed delivery, else abandon."""
         if message.delivery_count >= self._context.settings.max_delivery_count:
             return await self._dead_letter(
                 message,
                 type(error).__name__,
                 describe_failure(error, delivery_count=message.delivery_count, attempts=attempts),
+                error=error,
+                handler=handler,
+                history=history,
             )
         logger.info(
             "handler failed, abandoning for redelivery: %s",
@@ -312,13 +339,35 @@ class SessionActor(AsyncioActor):
                 await self._abandon(message)
 
     async def _dead_letter(
-        self, message: ReceivedMessage, reason: str, description: str
+        self,
+        message: ReceivedMessage,
+        reason: str,
+        description: str,
+        *,
+        error: BaseException | None = None,
+        handler: str | None = None,
+        history: FailureHistory | None = None,
     ) -> Outcome:
+        context = self._context
+        properties: dict[str, str] | None = None
+        try:
+            properties = failure_properties(
+                reason=reason,
+                queue=context.settings.queue,
+                handler=handler,
+                delivery_count=message.delivery_count,
+                history=history or FailureHistory(),
+                now=context.client.clock.now(),
+                error=error,
+                tracebacks=context.settings.failure_tracebacks,
+            )
+        except Exception:  # a record is worth less than dead-lettering the message
+            logger.exception("could not build the failure record of %s", message.message_id)
         self._settled.add(message.receipt.token)
         self._parts.renewer.release(message.receipt)
         try:
             moved = await self._parts.dead_letters.ask(
-                ProxyCall(("dead_letter",), (message, reason, description), {})
+                ProxyCall(("dead_letter",), (message, reason, description, properties), {})
             )
         finally:
             self._context.settled()

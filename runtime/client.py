@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import functools
 import math
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
@@ -252,15 +252,30 @@ class QueueClient:
         await self._call("abandon", receipt.queue, lambda: self._provider.abandon(receipt, delay))
 
     async def dead_letter_message(
-        self, receipt: ReceiptHandle, reason: str, description: str | None = None
+        self,
+        receipt: ReceiptHandle,
+        reason: str,
+        description: str | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> None:
-        """Move the message to the DLQ with ``reason`` (short, e.g. an error type) and detail."""
+        """Move the message to the DLQ with ``reason`` (short, e.g. an error type) and detail.
+
+        ``properties`` are extra string attributes of the dead letter (the bot
+        puts its failure record there); every provider returns them in the
+        ``attributes`` of messages read from the DLQ. Providers may drop the
+        largest ones if the dead letter would not fit their size limits.
+        """
         if not reason:
             raise ValidationError("must not be empty", field="reason")
+        extra: dict[str, str] | None = None
+        if properties:
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in properties.items()):
+                raise ValidationError("names and values must be strings", field="properties")
+            extra = dict(properties)
         await self._call(
             "dead_letter",
             receipt.queue,
-            lambda: self._provider.dead_letter(receipt, reason, description),
+            lambda: self._provider.dead_letter(receipt, reason, description, extra),
         )
 
     async def renew_message_lock(self, receipt: ReceiptHandle) -> datetime:
@@ -329,6 +344,7 @@ class QueueClient:
         predicate: Callable[[ReceivedMessage], bool] | None = None,
         max_messages: int | None = None,
         timeout: float = 1.0,
+        progress: Callable[[int], None] | None = None,
     ) -> int:
         """Send dead letters back to ``queue``; returns how many were requeued.
 
@@ -337,7 +353,10 @@ class QueueClient:
         after the send succeeded: a crash in between duplicates, never loses.
         Messages the ``predicate`` rejects stay in the DLQ, and so do messages
         that cannot be decrypted. With encryption on, requeued messages are
-        encrypted afresh (new nonce and timestamp).
+        encrypted afresh (new nonce and timestamp). ``progress``, if given, is
+        called with the running count after each message is requeued. If
+        removing a message from the DLQ fails after its send, the error
+        propagates and the message is given back to the DLQ (duplicated, not lost).
         """
         name = QueueName(queue)
         requeued = 0
@@ -365,8 +384,14 @@ class QueueClient:
                         attributes={**message.attributes, REQUEUE_COUNT_ATTRIBUTE: str(count)}
                     )
                     await self.send_message(name, copy)
-                    await self.complete_message(message.receipt)
+                    try:
+                        await self.complete_message(message.receipt)
+                    except BaseException:
+                        skipped.append(message)  # sent but still in the DLQ: a duplicate
+                        raise
                     requeued += 1
+                    if progress is not None:
+                        progress(requeued)
         finally:
             for message in skipped:
                 # if this fails, its lock runs out and it is visible in the DLQ again
@@ -568,9 +593,13 @@ class SessionClient:
         await self._client.abandon_message(receipt, delay)
 
     async def dead_letter_message(
-        self, receipt: ReceiptHandle, reason: str, description: str | None = None
+        self,
+        receipt: ReceiptHandle,
+        reason: str,
+        description: str | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> None:
-        await self._client.dead_letter_message(receipt, reason, description)
+        await self._client.dead_letter_message(receipt, reason, description, properties)
 
     async def renew_session_lock(self) -> datetime:
         """Extend the session lock; returns the new expiry."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -122,8 +122,20 @@ class QueueProvider(Protocol):
     async def abandon(self, receipt: ReceiptHandle, delay: float | None = None) -> None: ...
 
     async def dead_letter(
-        self, receipt: ReceiptHandle, reason: str, description: str | None = None
-    ) -> None: ...
+        self,
+        receipt: ReceiptHandle,
+        reason: str,
+        description: str | None = None,
+        properties: Mapping[str, str] | None = None,
+    ) -> None:
+        """Move the message to the DLQ with ``reason`` and ``description``.
+
+        ``properties`` are extra string attributes for the dead-lettered copy
+        (the bot's failure record): every provider makes them readable in the
+        ``attributes`` of messages received or peeked from the DLQ. A provider
+        may drop some if the copy would not fit its size limits.
+        """
+        ...
 
     async def renew_lock(self, receipt: ReceiptHandle) -> datetime:
         """Extend the lock; returns the new expiry (and updates the receipt)."""

@@ -270,9 +270,17 @@ class SqsProvider:
         self._forget(held)
 
     async def dead_letter(
-        self, receipt: ReceiptHandle, reason: str, description: str | None = None
+        self,
+        receipt: ReceiptHandle,
+        reason: str,
+        description: str | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> None:
-        """Copy the message to the DLQ with ``reason``/``description``, then delete it."""
+        """Copy the message to the DLQ with ``reason``/``description``, then delete it.
+
+        ``properties`` travel in the copy's ``qr.meta`` (as overflow attributes),
+        so they are read back as attributes of the dead letter.
+        """
         self._before("dead_letter")
         held = self._lookup(receipt, "dead_letter")
         if held.state.dead_letter:
@@ -281,7 +289,7 @@ class SqsProvider:
                 operation="dead_letter",
                 queue=receipt.queue,
             )
-        await self._dead_letter_settle(held, reason, description, "dead_letter")
+        await self._dead_letter_settle(held, reason, description, "dead_letter", properties)
 
     async def renew_lock(self, receipt: ReceiptHandle) -> datetime:
         """Extend the visibility by ``visibility_timeout`` from now (in a session: the session)."""
@@ -713,16 +721,26 @@ class SqsProvider:
             held.settling = False
 
     async def _dead_letter_settle(
-        self, held: Held, reason: str, description: str | None, operation: str
+        self,
+        held: Held,
+        reason: str,
+        description: str | None,
+        operation: str,
+        properties: Mapping[str, str] | None = None,
     ) -> None:
         held.settling = True
         try:
-            await self._dead_letter_held(held, reason, description, operation)
+            await self._dead_letter_held(held, reason, description, operation, properties)
         finally:
             held.settling = False
 
     async def _dead_letter_held(
-        self, held: Held, reason: str, description: str | None, operation: str
+        self,
+        held: Held,
+        reason: str,
+        description: str | None,
+        operation: str,
+        properties: Mapping[str, str] | None = None,
     ) -> None:
         """Copy to the DLQ, then delete the original — never the other way round."""
         state = held.state
@@ -734,6 +752,7 @@ class SqsProvider:
             delivery_count=held.delivery_count,
             source=state.sqs_name,
             fifo=dlq.fifo,
+            properties=properties,
         )
         await self._transport.send(dlq, [copy], operation)
         try:

@@ -15,7 +15,8 @@ l      time to live in seconds (SQS has none; checked on receive)
 b      body encoding: absent = the SQS body is the UTF-8 body; ``"a"`` = the
        body is the Binary attribute ``qr.body``; ``"e"`` = empty body
 a      user attributes SQS cannot carry natively (names or values outside
-       SQS's character rules, empty values, or more than the free slots)
+       SQS's character rules, empty values, or more than the free slots);
+       on a dead letter also the properties given when dead-lettering
 d      dead-letter record: reason ``r``, description ``d``, delivery count
        ``n``, original enqueue time ``q`` and first delivery ``f`` (Unix ms),
        source queue ``src``
@@ -408,11 +409,14 @@ def dead_letter_copy(
     delivery_count: int,
     source: str,
     fifo: bool,
+    properties: Mapping[str, str] | None = None,
 ) -> Outgoing:
     """The copy of ``message`` for the DLQ: same body and attributes plus a dead-letter record.
 
-    The description is shortened (never the message) if the copy would not fit
-    into SQS's size limit.
+    ``properties`` (extra attributes, e.g. the bot's failure record) join the
+    overflow attributes in ``qr.meta``'s ``a``, so they decode as attributes.
+    If the copy would not fit into SQS's size limit, the description is
+    shortened first, then the largest properties are dropped (never the message).
     """
     raw_attributes: dict[str, Any] = message.raw.get("MessageAttributes") or {}
     attributes = {
@@ -430,15 +434,25 @@ def dead_letter_copy(
     body = str(message.raw.get("Body") or _PLACEHOLDER)
     base = _size(body, attributes)
 
+    found = meta.get("a")
+    overflow: dict[str, Any] = found if isinstance(found, dict) else {}
+    extra = dict(properties or {})
+
     def build(text: str | None) -> tuple[dict[str, dict[str, Any]], int]:
         meta["d"] = {**record, "d": text} if text is not None else record
+        if overflow or extra:
+            meta["a"] = {**overflow, **extra}
         full = {**attributes, META_ATTRIBUTE: _string(_json(meta))}
         return full, base + _attribute_size(META_ATTRIBUTE, full[META_ATTRIBUTE])
 
     full, size = build(description)
     if size > MAX_MESSAGE_SIZE and description:
         keep = max(0, len(description) - (size - MAX_MESSAGE_SIZE) - 8)
-        full, size = build(description[:keep] + "..." if keep else None)
+        description = description[:keep] + "..." if keep else None
+        full, size = build(description)
+    while size > MAX_MESSAGE_SIZE and extra:
+        del extra[max(extra, key=lambda name: len(extra[name]))]
+        full, size = build(description)
     if size > MAX_MESSAGE_SIZE:
         raise MessageTooLargeError(
             size, MAX_MESSAGE_SIZE, operation="dead_letter", message_id=message.message_id

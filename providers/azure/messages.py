@@ -23,6 +23,13 @@ Decisions:
   ``dead_letter_reason``/``dead_letter_description`` and removed from
   ``attributes`` so that a requeued copy does not carry them back. Both are cut
   to :data:`MAX_DEAD_LETTER_TEXT` characters when dead-lettering.
+* **Dead-letter properties.** ``dead_letter_message`` in the SDK takes no
+  application properties, so the extra attributes given when dead-lettering
+  (the bot's failure record) travel in the description: the text, then
+  :data:`PROPERTIES_MARKER` and the properties as compact JSON. Reading from the
+  DLQ splits them off again: the description is the text, the properties join
+  ``attributes``. If both do not fit :data:`MAX_DEAD_LETTER_TEXT`, the text is
+  shortened first, then the largest properties are dropped.
 * **Foreign producers.** Property values that are not strings (other senders
   may use ints, booleans, UUIDs) become their ``str()``; a message without a
   message id gets ``sequence-<n>``; non-data bodies are encoded as UTF-8 text.
@@ -42,6 +49,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Final
 
+import orjson
 from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
 from azure.servicebus.amqp import AmqpMessageBodyType
 
@@ -52,10 +60,13 @@ __all__ = [
     "DEAD_LETTER_PROPERTIES",
     "MAX_DEAD_LETTER_TEXT",
     "MAX_PROPERTY_LENGTH",
+    "PROPERTIES_MARKER",
     "attributes_of",
     "body_of",
+    "pack_description",
     "to_received",
     "to_service_bus",
+    "unpack_description",
 ]
 
 MAX_PROPERTY_LENGTH: Final = 128
@@ -65,6 +76,47 @@ MAX_DEAD_LETTER_TEXT: Final = 4096
 """Longest dead-letter reason or description sent (longer ones are cut)."""
 
 DEAD_LETTER_PROPERTIES: Final = frozenset({"DeadLetterReason", "DeadLetterErrorDescription"})
+
+PROPERTIES_MARKER: Final = "\n--queue_runtime.properties--\n"
+"""Separates a dead letter's description from the properties packed after it."""
+
+
+def pack_description(description: str | None, properties: Mapping[str, str] | None) -> str | None:
+    """The description to send: the text, plus ``properties`` after the marker.
+
+    Bounded by :data:`MAX_DEAD_LETTER_TEXT`: the text is shortened first, then
+    the largest properties are dropped.
+
+    Example:
+        >>> packed = pack_description("boom", {"k": "v"})
+        >>> unpack_description(packed)
+        ('boom', {'k': 'v'})
+    """
+    extra = dict(properties or {})
+    text = description or ""
+    while extra:
+        tail = PROPERTIES_MARKER + orjson.dumps(extra).decode()
+        room = MAX_DEAD_LETTER_TEXT - len(tail)
+        if room >= 0:
+            if len(text) > room:
+                text = text[: max(0, room - 3)] + "..." if room >= 3 else ""
+            return text + tail
+        del extra[max(extra, key=lambda name: len(extra[name]))]
+    return None if description is None else description[:MAX_DEAD_LETTER_TEXT]
+
+
+def unpack_description(text: str | None) -> tuple[str | None, dict[str, str]]:
+    """Split a received description into the text and the packed properties."""
+    if text is None or PROPERTIES_MARKER not in text:
+        return text, {}
+    head, _, tail = text.rpartition(PROPERTIES_MARKER)
+    try:
+        loaded = orjson.loads(tail)
+    except orjson.JSONDecodeError:
+        return text, {}
+    if not isinstance(loaded, dict):
+        return text, {}
+    return head or None, {str(k): str(v) for k, v in loaded.items()}
 
 
 def to_service_bus(message: Message) -> ServiceBusMessage:
@@ -134,9 +186,14 @@ def to_received(
     delivery_count = (message.delivery_count or 0) + 1
     enqueued_at = message.enqueued_time_utc or delivered_at
     ttl = message.time_to_live
+    attributes = attributes_of(message, dead_letter=dead_letter)
+    description: str | None = None
+    if dead_letter:
+        description, packed = unpack_description(message.dead_letter_error_description)
+        attributes.update(packed)
     return ReceivedMessage(
         body=body_of(message),
-        attributes=attributes_of(message, dead_letter=dead_letter),
+        attributes=attributes,
         session_id=message.session_id,
         correlation_id=message.correlation_id,
         message_id=message.message_id or f"sequence-{message.sequence_number}",
@@ -149,5 +206,5 @@ def to_received(
         receipt=receipt,
         sequence_number=message.sequence_number,
         dead_letter_reason=message.dead_letter_reason if dead_letter else None,
-        dead_letter_description=message.dead_letter_error_description if dead_letter else None,
+        dead_letter_description=description,
     )

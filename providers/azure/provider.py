@@ -44,7 +44,7 @@ import asyncio
 import fnmatch
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, cast
@@ -83,7 +83,7 @@ from queue_runtime.provider import Capabilities, ProviderType, SessionSupport
 
 from .connection import build_client, secret_values
 from .errors import refuses_plain_receivers, refuses_session_receivers, scrub, translate
-from .messages import MAX_DEAD_LETTER_TEXT, to_received, to_service_bus
+from .messages import MAX_DEAD_LETTER_TEXT, pack_description, to_received, to_service_bus
 from .sdk import ReceiverSeam, SenderSeam, ServiceBusSeam
 
 __all__ = ["AzureServiceBusProvider", "AzureSessionReceiver", "create_provider"]
@@ -273,8 +273,14 @@ class AzureServiceBusProvider:
         delivery.settled = True
 
     async def dead_letter(
-        self, receipt: ReceiptHandle, reason: str, description: str | None = None
+        self,
+        receipt: ReceiptHandle,
+        reason: str,
+        description: str | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> None:
+        """Dead-letter with ``reason``; ``properties`` travel packed into the description
+        (the SDK takes none) and are read back as attributes of the dead letter."""
         delivery = self._delivery(receipt, "dead_letter")
         if delivery.dead_letter:
             raise InvalidReceiptError(
@@ -286,7 +292,7 @@ class AzureServiceBusProvider:
             await delivery.receiver.dead_letter_message(
                 delivery.message,
                 reason=reason[:MAX_DEAD_LETTER_TEXT],
-                error_description=_cut(description),
+                error_description=pack_description(description, properties),
             )
         except _SDK_ERRORS as exc:
             raise self._error(exc, "dead_letter", receipt.queue, delivery) from exc
@@ -815,10 +821,6 @@ class AzureSessionReceiver:
             raise SessionNotFoundError(
                 f"session {self._session_id!r} was closed", operation=operation, queue=self._queue
             )
-
-
-def _cut(text: str | None) -> str | None:
-    return None if text is None else text[:MAX_DEAD_LETTER_TEXT]
 
 
 def _try_add(batch: ServiceBusMessageBatch, message: ServiceBusMessage) -> bool:

@@ -29,7 +29,7 @@ import heapq
 import itertools
 import secrets
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from queue_runtime.messages import Message
@@ -77,6 +77,8 @@ class Record:
     in_ready: bool = False
     dead_letter_reason: str | None = None
     dead_letter_description: str | None = None
+    dead_letter_properties: Mapping[str, str] | None = None
+    """Extra attributes given when dead-lettering; merged into the attributes read from the DLQ."""
 
 
 @dataclass(slots=True, eq=False)
@@ -377,12 +379,24 @@ class Entity:
             self._after_group_change(record.group)
         self.notify()
 
-    def dead_letter(self, record: Record, reason: str, description: str | None) -> None:
+    def dead_letter(
+        self,
+        record: Record,
+        reason: str,
+        description: str | None,
+        properties: Mapping[str, str] | None = None,
+    ) -> None:
         """Settle an in-flight record by moving it to the dead-letter entity."""
         self._settle(record)
-        self.move_to_dead_letter(record, reason, description)
+        self.move_to_dead_letter(record, reason, description, properties)
 
-    def move_to_dead_letter(self, record: Record, reason: str, description: str | None) -> None:
+    def move_to_dead_letter(
+        self,
+        record: Record,
+        reason: str,
+        description: str | None,
+        properties: Mapping[str, str] | None = None,
+    ) -> None:
         """Move ``record`` (pending or already settled) to the dead-letter entity."""
         target = self.dead_letter_entity
         assert target is not None, "a dead-letter queue has no dead-letter queue"
@@ -394,6 +408,7 @@ class Entity:
         moved.first_delivered_at = record.first_delivered_at
         moved.dead_letter_reason = reason
         moved.dead_letter_description = description
+        moved.dead_letter_properties = dict(properties) if properties else None
         if record.group is not None:
             self._after_group_change(record.group)
         self.notify()

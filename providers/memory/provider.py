@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -193,7 +193,11 @@ class InMemoryProvider:
         self._after("abandon")
 
     async def dead_letter(
-        self, receipt: ReceiptHandle, reason: str, description: str | None = None
+        self,
+        receipt: ReceiptHandle,
+        reason: str,
+        description: str | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> None:
         self._before("dead_letter")
         entity, record = self._settling(receipt, "dead_letter")
@@ -203,7 +207,7 @@ class InMemoryProvider:
                 operation="dead_letter",
                 queue=receipt.queue,
             )
-        entity.dead_letter(record, reason, description)
+        entity.dead_letter(record, reason, description, properties)
         self._after("dead_letter")
 
     async def renew_lock(self, receipt: ReceiptHandle) -> datetime:
@@ -403,9 +407,12 @@ class InMemoryProvider:
             dead_letter=entity.is_dead_letter,
             native=record.holder,
         )
+        attributes = message.attributes
+        if record.dead_letter_properties:
+            attributes = {**attributes, **record.dead_letter_properties}
         return ReceivedMessage(
             body=message.body,
-            attributes=message.attributes,
+            attributes=attributes,
             session_id=message.session_id,
             correlation_id=message.correlation_id,
             message_id=message.message_id,

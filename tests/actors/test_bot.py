@@ -13,7 +13,8 @@ from typing import Any, ClassVar, Literal
 import pytest
 
 import queue_runtime as qr
-from queue_runtime.actors import Bot, Event, Handler, PermanentFailure
+from queue_runtime.actors import Bot, Event, Handler, PermanentFailure, RestartPolicy
+from queue_runtime.dlq import FailureRecord
 from queue_runtime.providers.memory import InMemoryProvider
 
 QUEUE = "events"
@@ -455,3 +456,138 @@ def test_bad_settings_fail_at_construction() -> None:
 
 
 SessionMode = Literal["emulated", "native"]
+
+
+async def test_a_dead_letter_carries_a_failure_record_without_a_traceback_by_default(
+    provider_for: Callable[..., InMemoryProvider],
+) -> None:
+    provider = provider_for()
+    journal = Journal()
+
+    def poison(event: Event) -> None:
+        raise ValueError("cannot parse this payload")
+
+    recording = handler(journal, poison)
+    await qr.QueueClient(provider).send_messages(QUEUE, events(1, 1))
+    retry = qr.RetryPolicy(max_attempts=12, initial_delay=0.001, jitter=0.0)
+
+    async with bot_for(provider, [recording], max_delivery_count=1, retry=retry) as bot:
+        await wait_until(lambda: bot.stats().dead_lettered == 1)
+
+    [letter] = provider.dead_letter_messages(QUEUE)
+    record = FailureRecord.from_attributes(letter.attributes)
+    assert letter.dead_letter_reason == record.reason == "ValueError"
+    assert record.handler == recording.__name__
+    assert record.queue == QUEUE
+    assert record.delivery_count == 1
+    assert len(record.attempts) == 10  # bounded: the last 10 of 12 attempts
+    assert {a.error for a in record.attempts} == {"ValueError"}
+    assert record.first_failed_at is not None
+    assert record.dead_lettered_at is not None
+    assert record.first_failed_at <= record.attempts[0].at <= record.dead_lettered_at
+    assert record.traceback is None
+    assert not any("Traceback" in value for value in letter.attributes.values())
+    assert letter.attributes["event_type"] == "pull_request"
+
+
+async def test_failure_tracebacks_adds_a_truncated_traceback_to_the_record(
+    provider_for: Callable[..., InMemoryProvider],
+) -> None:
+    provider = provider_for()
+
+    def poison(event: Event) -> None:
+        raise PermanentFailure("x" * 10_000)
+
+    await qr.QueueClient(provider).send_messages(QUEUE, events(1, 1))
+
+    async with bot_for(provider, [handler(Journal(), poison)], failure_tracebacks=True) as bot:
+        await wait_until(lambda: bot.stats().dead_lettered == 1)
+
+    [letter] = provider.dead_letter_messages(QUEUE)
+    traceback = FailureRecord.from_attributes(letter.attributes).traceback
+    assert traceback is not None
+    assert "PermanentFailure: xxx" in traceback
+    assert len(traceback) <= 2048
+
+
+async def test_an_event_without_a_handler_is_recorded_without_a_handler(
+    provider_for: Callable[..., InMemoryProvider],
+) -> None:
+    provider = provider_for()
+    await qr.QueueClient(provider).send_messages(QUEUE, events(1, 1, event_type="star"))
+
+    async with bot_for(provider, [handler(Journal())]) as bot:
+        await wait_until(lambda: bot.stats().dead_lettered == 1)
+
+    [letter] = provider.dead_letter_messages(QUEUE)
+    record = FailureRecord.from_attributes(letter.attributes)
+    assert (record.reason, record.handler, record.attempts) == ("NoHandler", None, ())
+    assert record.queue == QUEUE
+
+
+async def test_a_crash_loop_pauses_pulling_until_the_restart_window_has_passed(
+    provider_for: Callable[..., InMemoryProvider],
+) -> None:
+    provider = provider_for()
+    journal = Journal()
+    broken = {"on": True}
+
+    class CrashLooping(handler(journal)):  # type: ignore[misc]
+        async def on_start(self) -> None:
+            if broken["on"]:
+                raise RuntimeError("dependency not ready")
+
+    policy = RestartPolicy(max_restarts=2, window=1.0, initial_backoff=0.01, max_backoff=0.05)
+    client = qr.QueueClient(provider)
+    await client.send_messages(QUEUE, events(1, 1))
+
+    async with bot_for(provider, [CrashLooping], restart_policy=policy) as bot:
+        await wait_until(lambda: bot.stats().handler_restarts > policy.max_restarts)
+        broken["on"] = False  # the next restart succeeds; the window still has to pass
+        escalated_at = time.monotonic()
+        await client.send_messages(QUEUE, events(1, 1))
+        await asyncio.sleep(0.5)
+        received_while_escalated = bot.stats().received
+        await wait_until(lambda: bot.stats().completed == 2)
+        resumed_after = time.monotonic() - escalated_at
+
+    assert received_while_escalated == 1
+    assert resumed_after >= 0.5
+    assert journal.handled["o/r/pull/0"] == [0, 0]
+
+
+async def test_a_crash_loop_with_on_escalation_stop_stops_the_bot_by_itself(
+    provider_for: Callable[..., InMemoryProvider],
+) -> None:
+    provider = provider_for()
+    starts = {"count": 0}
+
+    class AlwaysCrashes(handler(Journal())):  # type: ignore[misc]
+        async def on_start(self) -> None:
+            starts["count"] += 1
+            raise RuntimeError("misconfigured")
+
+    policy = RestartPolicy(
+        max_restarts=2, window=30.0, initial_backoff=0.01, max_backoff=0.05, on_escalation="stop"
+    )
+    await qr.QueueClient(provider).send_messages(QUEUE, events(1, 1))
+    bot = bot_for(provider, [AlwaysCrashes], restart_policy=policy, drain_timeout=5.0)
+
+    async with asyncio.timeout(20):
+        await bot.run()  # returns without anyone calling stop()
+
+    assert starts["count"] > policy.max_restarts
+    assert bot.stats().in_flight == 0
+    assert provider.stats(QUEUE).active == 1  # given back, not lost
+    assert provider.stats(QUEUE).dead_lettered == 0
+    await bot.stop()  # idempotent after stopping itself
+
+
+def test_a_restart_policy_doubles_its_backoff_up_to_the_limit_and_checks_its_values() -> None:
+    policy = RestartPolicy(initial_backoff=0.5, max_backoff=3.0)
+
+    assert [policy.backoff(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    with pytest.raises(ValueError, match="on_escalation"):
+        RestartPolicy(on_escalation="explode")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="window"):
+        RestartPolicy(window=0)

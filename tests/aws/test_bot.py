@@ -8,7 +8,8 @@ from collections import defaultdict
 from typing import ClassVar
 
 import queue_runtime as qr
-from queue_runtime.actors import Bot, Event, Handler
+from queue_runtime.actors import Bot, Event, Handler, PermanentFailure
+from queue_runtime.dlq import FailureRecord
 from queue_runtime.providers.aws import SqsProvider
 
 
@@ -55,3 +56,36 @@ async def test_a_bot_handles_a_fifo_queue_in_order_per_session_and_dead_letters_
     assert letter.dead_letter_reason == "ValueError"
     assert letter.session_id == "o/r/pull/0"
     assert bot.stats().in_flight == 0
+
+
+async def test_a_dead_letter_on_sqs_carries_the_bots_failure_record(
+    provider: SqsProvider, client: qr.QueueClient
+) -> None:
+    queue = "bot-records.fifo"
+    await provider.create_queue(queue)
+
+    class Rejecting(Handler):
+        event_types: ClassVar[tuple[str, ...]] = ("push",)
+
+        async def handle(self, event: Event) -> None:
+            raise PermanentFailure("schema mismatch")
+
+    await client.send_message(
+        queue, qr.Message(b"{}", attributes={"event_type": "push"}, session_id="o/r")
+    )
+    bot = Bot(client, queue, [Rejecting], receive_wait=0.2, failure_tracebacks=True)
+    async with bot:
+        deadline = time.monotonic() + 60
+        while bot.stats().dead_lettered < 1:
+            assert time.monotonic() < deadline, f"bot stalled: {bot.stats()}"
+            await asyncio.sleep(0.05)
+
+    [letter] = await client.peek_dead_letters(queue)
+    record = FailureRecord.from_attributes(letter.attributes)
+    assert letter.dead_letter_reason == "PermanentFailure"
+    assert (record.reason, record.handler, record.queue) == ("PermanentFailure", "Rejecting", queue)
+    assert record.delivery_count == 1
+    assert [a.error for a in record.attempts] == ["PermanentFailure"]
+    assert record.traceback is not None
+    assert "schema mismatch" in record.traceback
+    assert letter.attributes["event_type"] == "push"

@@ -217,6 +217,28 @@ def test_a_dead_letter_copy_shortens_the_description_not_the_message() -> None:
     assert decode(as_received(copy)).body == body
 
 
+def test_dead_letter_properties_decode_as_attributes_and_the_largest_go_first() -> None:
+    body = b"z" * (MAX_MESSAGE_SIZE - 3000)
+    sent = qr.Message(body, attributes={"k": "v", "bad name!": "overflow"})
+    original = decode(as_received(encode(sent, fifo=False, now=NOW)))
+    properties = {"small": "s", "huge": "h" * 5000}
+
+    copy = dead_letter_copy(
+        original,
+        reason="R",
+        description="d" * 5000,
+        delivery_count=1,
+        source="q",
+        fifo=False,
+        properties=properties,
+    )
+    letter = decode(as_received(copy))
+
+    assert copy.size <= MAX_MESSAGE_SIZE
+    assert letter.body == body
+    assert letter.attributes == {"k": "v", "bad name!": "overflow", "small": "s"}
+
+
 def test_messages_of_other_producers_decode_sensibly() -> None:
     raw = {
         "MessageId": "m-1",

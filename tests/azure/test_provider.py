@@ -16,7 +16,11 @@ from azure.servicebus import ServiceBusSubQueue
 
 import queue_runtime as qr
 from queue_runtime.clock import to_datetime
-from queue_runtime.providers.azure.messages import MAX_DEAD_LETTER_TEXT
+from queue_runtime.providers.azure.messages import (
+    MAX_DEAD_LETTER_TEXT,
+    pack_description,
+    unpack_description,
+)
 from queue_runtime.providers.azure.provider import AzureServiceBusProvider
 
 from .conftest import PLANTED, World
@@ -625,3 +629,18 @@ async def test_the_dead_letter_sub_queue_is_read_through_its_own_receiver(
     assert ServiceBusSubQueue.DEAD_LETTER  # the SDK's sub-queue the provider asks for
     await client.complete_message(letter.receipt)
     assert world.bus.dead_letter_count(queue) == 0
+
+
+def test_dead_letter_properties_packed_into_the_description_fit_the_limit() -> None:
+    properties = {"small": "s", "huge": "h" * MAX_DEAD_LETTER_TEXT}
+
+    packed = pack_description("d" * MAX_DEAD_LETTER_TEXT, properties)
+
+    assert packed is not None
+    assert len(packed) <= MAX_DEAD_LETTER_TEXT
+    text, unpacked = unpack_description(packed)
+    assert unpacked == {"small": "s"}
+    assert text is not None
+    assert text.startswith("ddd")
+    assert text.endswith("...")
+    assert unpack_description("plain text") == ("plain text", {})

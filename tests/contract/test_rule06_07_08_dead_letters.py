@@ -49,6 +49,32 @@ async def test_a_dead_lettered_message_keeps_its_metadata_and_says_why(
     assert await harness.client.receive_message(queue, timeout=0.2) is None
 
 
+async def test_properties_given_when_dead_lettering_are_attributes_of_the_dead_letter(
+    harness: Harness,
+) -> None:
+    queue = await harness.queue()
+    sent = qr.Message(b"poison", attributes={"event_type": "push"}, session_id="o/r")
+    await harness.client.send_message(queue, sent)
+    message = await _one(harness, queue)
+    properties = {
+        "queue_runtime.failure.handler": "Pushes",
+        "queue_runtime.failure.attempts": '[{"at":"2026-01-01T00:00:00Z","error":"ValueError"}]',
+    }
+
+    await harness.client.dead_letter_message(
+        message.receipt, "ValueError", "bad payload", properties
+    )
+    [letter] = await _dead_letters(harness, queue, 1)
+    [locked] = await harness.client.receive_dead_letters(queue, 1, timeout=5.0)
+    await harness.client.abandon_message(locked.receipt)
+
+    for read in (letter, locked):
+        assert {k: read.attributes[k] for k in properties} == properties
+        assert read.attributes["event_type"] == "push"
+        assert read.dead_letter_reason == "ValueError"
+        assert read.dead_letter_description == "bad payload"
+
+
 async def test_a_message_never_completed_goes_to_the_dlq_after_max_deliveries(
     harness: Harness,
 ) -> None:
