@@ -359,45 +359,75 @@ class QueueClient:
         propagates and the message is given back to the DLQ (duplicated, not lost).
         """
         name = QueueName(queue)
-        requeued = 0
-        skipped: list[ReceivedMessage] = []
+
+        async def requeue(message: ReceivedMessage) -> bool:
+            if isinstance(message, UndecryptableMessage) or (
+                predicate is not None and not predicate(message)
+            ):
+                return False
+            count = int(message.attributes.get(REQUEUE_COUNT_ATTRIBUTE, "0")) + 1
+            copy = message.to_message(
+                attributes={**message.attributes, REQUEUE_COUNT_ATTRIBUTE: str(count)}
+            )
+            await self.send_message(name, copy)
+            await self.complete_message(message.receipt)  # only after the send succeeded
+            return True
+
+        return await self.walk_dead_letters(
+            name, requeue, max_messages=max_messages, timeout=timeout, progress=progress
+        )
+
+    async def walk_dead_letters(
+        self,
+        queue: str,
+        settle: Callable[[ReceivedMessage], Awaitable[bool]],
+        *,
+        max_messages: int | None = None,
+        timeout: float = 1.0,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Receive ``queue``'s dead letters once each and let ``settle`` decide.
+
+        ``settle(message)`` returns True when it removed the message from the
+        DLQ (counted, and reported to ``progress``) and False to leave it
+        there. Messages left there — or whose ``settle`` raised — are held until
+        the walk ends (so none is seen twice) and then given back at once.
+        Stops after ``max_messages`` settled, or when no new dead letter came
+        within ``timeout``. Returns how many were settled.
+        """
+        name = QueueName(queue)
+        settled = 0
+        kept: list[ReceivedMessage] = []
         seen: set[str] = set()
         try:
-            while max_messages is None or requeued < max_messages:
+            while max_messages is None or settled < max_messages:
                 want = DEFAULT_RECEIVE_BATCH
                 if max_messages is not None:
-                    want = min(want, max_messages - requeued)
+                    want = min(want, max_messages - settled)
                 batch = await self.receive_dead_letters(name, want, timeout)
                 fresh = [m for m in batch if m.message_id not in seen]
                 if not fresh:
-                    skipped.extend(batch)
+                    kept.extend(batch)
                     break
                 for message in fresh:
                     seen.add(message.message_id)
-                    if isinstance(message, UndecryptableMessage) or (
-                        predicate is not None and not predicate(message)
-                    ):
-                        skipped.append(message)
-                        continue
-                    count = int(message.attributes.get(REQUEUE_COUNT_ATTRIBUTE, "0")) + 1
-                    copy = message.to_message(
-                        attributes={**message.attributes, REQUEUE_COUNT_ATTRIBUTE: str(count)}
-                    )
-                    await self.send_message(name, copy)
                     try:
-                        await self.complete_message(message.receipt)
+                        done = await settle(message)
                     except BaseException:
-                        skipped.append(message)  # sent but still in the DLQ: a duplicate
+                        kept.append(message)  # e.g. sent but still in the DLQ: a duplicate
                         raise
-                    requeued += 1
+                    if not done:
+                        kept.append(message)
+                        continue
+                    settled += 1
                     if progress is not None:
-                        progress(requeued)
+                        progress(settled)
         finally:
-            for message in skipped:
+            for message in kept:
                 # if this fails, its lock runs out and it is visible in the DLQ again
                 with contextlib.suppress(QueueError):
                     await self.abandon_message(message.receipt)
-        return requeued
+        return settled
 
     async def purge_dead_letters(self, queue: str) -> int:
         """Delete everything in ``queue``'s DLQ; returns how many messages were removed."""

@@ -63,7 +63,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -71,8 +70,7 @@ from typing import Final
 
 import orjson
 
-from queue_runtime.client import DEFAULT_RECEIVE_BATCH, QueueClient
-from queue_runtime.errors import QueueError
+from queue_runtime.client import QueueClient
 from queue_runtime.messages import ReceivedMessage
 
 __all__ = [
@@ -253,28 +251,13 @@ async def purge(
         if progress is not None:
             progress(purged)
         return purged
-    purged = 0
-    kept: list[ReceivedMessage] = []
-    seen: set[str] = set()
-    try:
-        while True:
-            batch = await client.receive_dead_letters(queue, DEFAULT_RECEIVE_BATCH, timeout)
-            fresh = [m for m in batch if m.message_id not in seen]
-            if not fresh:
-                kept.extend(batch)
-                break
-            for message in fresh:
-                seen.add(message.message_id)
-                if not predicate(message):
-                    kept.append(message)
-                    continue
-                await client.complete_message(message.receipt)
-                purged += 1
-                if progress is not None:
-                    progress(purged)
-    finally:
-        for message in kept:
-            # if this fails, its lock runs out and it is visible in the DLQ again
-            with contextlib.suppress(QueueError):
-                await client.abandon_message(message.receipt)
-    return purged
+
+    async def remove_matching(message: ReceivedMessage) -> bool:
+        if not predicate(message):
+            return False
+        await client.complete_message(message.receipt)
+        return True
+
+    return await client.walk_dead_letters(
+        queue, remove_matching, timeout=timeout, progress=progress
+    )
