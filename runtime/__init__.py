@@ -19,7 +19,7 @@ Example:
 
 from queue_runtime.circuit import CircuitBreaker, CircuitBreakerConfig, CircuitState
 from queue_runtime.client import QueueClient, SessionClient, create_client
-from queue_runtime.clock import Clock, ManualClock, SystemClock
+from queue_runtime.clock import Clock, LoopClock, ManualClock, SystemClock
 from queue_runtime.config import (
     AwsSqsConfig,
     AzureServiceBusConfig,
@@ -117,6 +117,7 @@ __all__ = [
     "InvalidReceiptError",
     "KeyNotFoundError",
     "KeyProvider",
+    "LoopClock",
     "ManualClock",
     "Message",
     "MessageCrypto",

@@ -4,7 +4,9 @@ Everything in the runtime that asks "what time is it?" (lock expiry, TTL,
 scheduled delivery, circuit breaker recovery) or waits out a delay (retry
 back-off) goes through a :class:`Clock`. Production code uses
 :class:`SystemClock`; tests use :class:`ManualClock` and call
-:meth:`ManualClock.advance`.
+:meth:`ManualClock.advance`, or :class:`LoopClock`, which follows the event
+loop's clock, so that a loop with virtual time (``looptime``) moves the
+provider's time and the actors' timers together.
 
 Example:
     >>> from queue_runtime.clock import ManualClock
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "to_datetime"]
+__all__ = ["Clock", "LoopClock", "ManualClock", "SystemClock", "to_datetime"]
 
 
 class Clock(Protocol):
@@ -48,6 +50,42 @@ class SystemClock:
 
     def __repr__(self) -> str:
         return "SystemClock()"
+
+
+class LoopClock:
+    """Unix time that moves with the running event loop's clock.
+
+    ``now()`` is the wall-clock time when first read, plus however far
+    ``loop.time()`` has moved since. On a normal loop that is real time; on a
+    loop with virtual time it is virtual, and :meth:`sleep` (an
+    ``asyncio.sleep``) costs no real time either. Must be read inside a
+    running loop.
+
+    Example:
+        >>> import asyncio
+        >>> async def elapsed() -> float:
+        ...     clock = LoopClock()
+        ...     start = clock.now()
+        ...     await clock.sleep(0.01)
+        ...     return clock.now() - start
+        >>> asyncio.run(elapsed()) >= 0.01
+        True
+    """
+
+    def __init__(self) -> None:
+        self._origin: float | None = None
+
+    def now(self) -> float:
+        loop_time = asyncio.get_running_loop().time()
+        if self._origin is None:
+            self._origin = time.time() - loop_time
+        return self._origin + loop_time
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def __repr__(self) -> str:
+        return "LoopClock()"
 
 
 class ManualClock:
