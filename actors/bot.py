@@ -54,6 +54,7 @@ from queue_runtime.actors.locks import LockRenewer
 from queue_runtime.actors.receiver import ReceiverActor
 from queue_runtime.actors.runtime import AsyncioActorRef
 from queue_runtime.actors.sessions import SessionSupervisor, _Parts
+from queue_runtime.circuit import CircuitBreakerConfig
 from queue_runtime.client import QueueClient, create_client
 from queue_runtime.config import ProviderConfig, QueueConfig
 from queue_runtime.messages import QueueName
@@ -89,6 +90,12 @@ class Bot:
     * ``restart_policy`` — restart back-off of crashed handlers and what a
       crash loop does: pause pulling (default) or stop the bot; see
       :class:`~queue_runtime.actors.RestartPolicy`.
+    * ``handler_circuit`` — thresholds of each handler's circuit breaker (spec
+      defaults: open after 5 consecutive failures, probe after 30 s, close after 3
+      successes; ``CircuitBreakerConfig(enabled=False)`` turns them off). While one
+      is open the bot stops pulling and holds the messages waiting for that
+      handler with their locks kept alive, so an outage downstream burns no
+      delivery counts; see :mod:`queue_runtime.actors.circuits`.
     * ``failure_tracebacks`` — add a truncated traceback to the failure record of
       each dead letter (off by default: tracebacks may hold payload data).
     """
@@ -114,6 +121,7 @@ class Bot:
         receive_wait: float = 1.0,
         failure_tracebacks: bool = False,
         restart_policy: RestartPolicy | None = None,
+        handler_circuit: CircuitBreakerConfig | None = None,
     ) -> None:
         self.settings = BotSettings(
             queue=QueueName(queue),
@@ -132,6 +140,7 @@ class Bot:
             receive_wait=receive_wait,
             failure_tracebacks=failure_tracebacks,
             restart_policy=restart_policy or RestartPolicy(),
+            handler_circuit=handler_circuit or CircuitBreakerConfig(),
         )
         self._handler_classes = list(handlers)
         routes(self._handler_classes)  # fail here, not in start()
@@ -160,7 +169,11 @@ class Bot:
                 source = self._source
                 assert not isinstance(source, QueueClient)
                 self._client = await create_client(source)
-            context = self._context = BotContext(self._client, self.settings)
+            context = self._context = BotContext(
+                self._client,
+                self.settings,
+                sorted({handler.__name__ for handler in self._handler_classes}),
+            )
             renewer = self._renewer = LockRenewer(context)
             renewer.start()
             handlers = self._refs["handlers"] = HandlerSupervisor.start(
@@ -199,6 +212,7 @@ class Bot:
         context = self._context
         assert context is not None
         context.draining = True
+        context.circuits.wake()  # messages held for an open circuit are given back now
         try:
             receiver = self._refs.get("receiver")
             if receiver is not None and receiver.is_alive():
@@ -298,6 +312,8 @@ class Bot:
         actor = handlers._actor_weakref() if handlers is not None else None
         if isinstance(actor, HandlerSupervisor):
             snapshot.handler_restarts = actor.restart_count
+        snapshot.held = self._context.circuits.held()
+        snapshot.circuits = self._context.circuits.states()
         return snapshot
 
     # -- internals --------------------------------------------------------------------

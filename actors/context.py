@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from queue_runtime.actors.circuits import HandlerCircuits
 from queue_runtime.actors.handlers import RestartPolicy
+from queue_runtime.circuit import CircuitBreakerConfig
 from queue_runtime.client import QueueClient
 from queue_runtime.messages import QueueName, ReceivedMessage
 from queue_runtime.retry import RetryPolicy
@@ -46,6 +48,7 @@ class BotSettings:
     receive_wait: float = 1.0
     failure_tracebacks: bool = False
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    handler_circuit: CircuitBreakerConfig = field(default_factory=CircuitBreakerConfig)
 
     def __post_init__(self) -> None:
         for name in ("max_sessions", "mailbox_size", "max_in_flight", "max_delivery_count"):
@@ -80,18 +83,26 @@ class BotStats:
 
     received == completed + abandoned + dead_lettered + lost_locks + settle_failures
     + in_flight, at every moment."""
+    held: int = 0
+    """Messages waiting for a handler whose circuit is open (locks kept alive)."""
+    circuits: dict[str, str] = field(default_factory=dict)
+    """Handler name -> circuit state (``"closed"``, ``"open"``, ``"half_open"``)."""
 
     def copy(self) -> BotStats:
-        return dataclasses.replace(self)
+        return dataclasses.replace(self, circuits=dict(self.circuits))
 
 
 class BotContext:
     """Settings, client and counters shared by one bot's actors."""
 
-    def __init__(self, client: QueueClient, settings: BotSettings) -> None:
+    def __init__(
+        self, client: QueueClient, settings: BotSettings, handler_names: Sequence[str] = ()
+    ) -> None:
         self.client = client
         self.settings = settings
         self.stats = BotStats()
+        self.circuits = HandlerCircuits(handler_names, settings.handler_circuit)
+        """One circuit breaker per handler class (see :mod:`queue_runtime.actors.circuits`)."""
         self.draining = False
         """Set when the bot stops: no new work starts, prefetched messages are abandoned."""
         self._room = asyncio.Event()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +43,7 @@ from queue_runtime.messages import ReceivedMessage
 __all__ = [
     "DeadLetterActor",
     "DeadLetterRecord",
+    "FailureHistories",
     "FailureHistory",
     "describe_failure",
     "failure_properties",
@@ -54,6 +55,8 @@ MAX_DESCRIPTION = 1024
 KEEP_RECORDS = 1000
 KEEP_ATTEMPTS = 10
 """Failed attempts kept in a failure record (the most recent ones)."""
+KEEP_HISTORIES = 10_000
+"""Messages whose failures are remembered between deliveries."""
 MAX_TRACEBACK = 2048
 """Characters of a traceback kept (its end: the innermost frames and the error)."""
 
@@ -67,22 +70,73 @@ def describe_failure(error: BaseException, *, delivery_count: int, attempts: int
 
 @dataclass(slots=True)
 class FailureHistory:
-    """The failed attempts of one delivery as this process saw them (the last few)."""
+    """The failed attempts of one message as this process saw them (the last few),
+    across its deliveries."""
 
-    attempts: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=KEEP_ATTEMPTS))
+    attempts: deque[tuple[float, str, int | None]] = field(
+        default_factory=lambda: deque(maxlen=KEEP_ATTEMPTS)
+    )
     first_at: float | None = None
     last_error: BaseException | None = None
 
-    def add(self, at: float, error: BaseException) -> None:
-        """Record a failed attempt at ``at`` (Unix seconds)."""
+    def add(self, at: float, error: BaseException, delivery: int | None = None) -> None:
+        """Record a failed attempt at ``at`` (Unix seconds), on delivery ``delivery``."""
         if self.first_at is None:
             self.first_at = at
-        self.attempts.append((at, type(error).__name__))
+        self.attempts.append((at, type(error).__name__, delivery))
         self.last_error = error
+
+
+class FailureHistories:
+    """Failure histories by message id, so that a failure record spans deliveries.
+
+    A message that failed and was abandoned usually comes back to the same
+    process; its history is waiting for it. Bounded: beyond ``limit``
+    messages the least recently failed are forgotten (their records then
+    start again). Entries are dropped when a message is completed or
+    dead-lettered.
+
+    Example:
+        >>> histories = FailureHistories(limit=2)
+        >>> histories.of("m1").add(0.0, ValueError("bad"), delivery=1)
+        >>> histories.of("m1").add(1.0, ValueError("bad"), delivery=2)
+        >>> len(histories.of("m1").attempts)
+        2
+        >>> histories.forget("m1"); len(histories.of("m1").attempts)
+        0
+    """
+
+    def __init__(self, limit: int = KEEP_HISTORIES) -> None:
+        self._limit = limit
+        self._histories: OrderedDict[str, FailureHistory] = OrderedDict()
+
+    def of(self, message_id: str) -> FailureHistory:
+        """The history of ``message_id`` (a new, empty one if none is kept)."""
+        history = self._histories.get(message_id)
+        if history is None:
+            history = self._histories[message_id] = FailureHistory()
+            if len(self._histories) > self._limit:
+                self._histories.popitem(last=False)
+        else:
+            self._histories.move_to_end(message_id)
+        return history
+
+    def forget(self, message_id: str) -> None:
+        self._histories.pop(message_id, None)
+
+    def __len__(self) -> int:
+        return len(self._histories)
 
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+def _attempt(at: float, error: str, delivery: int | None) -> dict[str, object]:
+    entry: dict[str, object] = {"at": _iso(at), "error": error}
+    if delivery is not None:
+        entry["delivery"] = delivery
+    return entry
 
 
 def _traceback(error: BaseException) -> str:
@@ -121,7 +175,7 @@ def failure_properties(
         dlq.FIRST_FAILED_AT: _iso(history.first_at if history.first_at is not None else now),
         dlq.DEAD_LETTERED_AT: _iso(now),
         dlq.ATTEMPTS: orjson.dumps(
-            [{"at": _iso(at), "error": name} for at, name in history.attempts]
+            [_attempt(at, name, delivery) for at, name, delivery in history.attempts]
         ).decode(),
     }
     if handler is not None:

@@ -13,9 +13,11 @@ Two ways to pull, chosen by the queue's session support:
   so that held slots always go to sessions with work waiting.
 
 Pulling pauses while ``max_in_flight`` messages are held (back-pressure),
-while the provider's circuit breaker is open, and while the handler
-supervisor has escalated; with the restart policy's ``on_escalation="stop"``
-the receiver then asks the bot to stop (the bot does so in a task it owns).
+while the provider's circuit breaker is open, while some handler's circuit
+breaker is open (native pumps then release their sessions after the batch in
+hand), and while the handler supervisor has escalated; with the restart
+policy's ``on_escalation="stop"`` the receiver then asks the bot to stop (the
+bot does so in a task it owns).
 The pull loops are tasks the receiver owns: it cancels and awaits them when
 it stops.
 
@@ -113,7 +115,7 @@ class ReceiverActor(AsyncioActor):
         failures = 0
         while True:
             room = settings.max_in_flight - context.stats.in_flight
-            if room <= 0 or await self._escalated():
+            if room <= 0 or self._context.circuits.any_open() or await self._escalated():
                 await self._wait_for_room()
                 continue
             try:
@@ -141,6 +143,7 @@ class ReceiverActor(AsyncioActor):
                 if (
                     len(self._pumps) >= settings.max_sessions
                     or context.stats.in_flight >= settings.max_in_flight
+                    or context.circuits.any_open()
                     or await self._escalated()
                 ):
                     await self._wait_for_room()
@@ -190,7 +193,7 @@ class ReceiverActor(AsyncioActor):
             self._renewer.hold_session(session)
             actor = await self._session_calls.open(key, pinned=True)
             opened = True
-            while not context.draining:
+            while not (context.draining or context.circuits.any_open()):
                 try:
                     batch = await session.receive_messages(
                         settings.mailbox_size, timeout=settings.receive_wait

@@ -36,6 +36,7 @@ from pykka.messages import ProxyCall
 from queue_runtime.actors.context import BotContext
 from queue_runtime.actors.dead_letters import (
     DeadLetterActor,
+    FailureHistories,
     FailureHistory,
     describe_failure,
     failure_properties,
@@ -108,6 +109,8 @@ class _Parts:
     renewer: LockRenewer
     supervisor: AsyncioActorRef[Any] | None = None
     handler_refs: dict[str, AsyncioActorRef[Any]] = field(default_factory=dict)
+    histories: FailureHistories = field(default_factory=FailureHistories)
+    """Failures of messages that may come back, so a record spans their deliveries."""
 
 
 class SessionActor(AsyncioActor):
@@ -191,8 +194,8 @@ class SessionActor(AsyncioActor):
                 "processing failed outside the handler",
                 extra={"message_id": message.message_id, "session_id": message.session_id},
             )
-            history = FailureHistory()
-            history.add(self._context.client.clock.now(), error)
+            history = self._parts.histories.of(message.message_id)
+            history.add(self._context.client.clock.now(), error, message.delivery_count)
             return await self._give_up(message, error, attempts=1, history=history)
 
     async def _process(self, message: ReceivedMessage) -> Outcome:
@@ -214,10 +217,18 @@ class SessionActor(AsyncioActor):
                 message, NO_HANDLER, f"no handler for event type {event_type!r}"
             )
         retry = settings.retry
-        attempt = 1
-        history = FailureHistory()
+        histories = self._parts.histories
+        history = histories.of(message.message_id)
+        attempt = 1  # handler calls in this delivery
+        charged = 0  # failures charged to the message (not to an open circuit)
         while True:
             handler = await self._handler(event_type)
+            handler_name = handler.actor_class.__name__
+            circuit = context.circuits[handler_name]
+            probe = await circuit.admit(give_up=lambda: context.draining)
+            if probe is None:  # held while the circuit was open, and the bot is stopping
+                return await self._abandon(message)
+            verdict = False
             try:
                 await handler.ask(Event.from_message(message, event_type, attempt))
             except Exception as error:
@@ -227,9 +238,9 @@ class SessionActor(AsyncioActor):
                     if context.draining:
                         return await self._abandon(message)
                     continue
-                history.add(context.client.clock.now(), error)
-                handler_name = handler.actor_class.__name__
+                history.add(context.client.clock.now(), error, message.delivery_count)
                 if self._is_permanent(error):
+                    histories.forget(message.message_id)
                     return await self._dead_letter(
                         message,
                         type(error).__name__,
@@ -240,16 +251,29 @@ class SessionActor(AsyncioActor):
                         handler=handler_name,
                         history=history,
                     )
-                if attempt < retry.attempts and not context.draining:
+                verdict = True
+                attempt += 1
+                if not circuit.failed(probe, message.message_id):
+                    # the circuit opened: the downstream is down, not this message; the
+                    # next admit() holds it (lock kept alive) until the circuit lets it try
+                    continue
+                charged += 1
+                if charged < retry.attempts and not context.draining:
                     context.stats.retried += 1
-                    await asyncio.sleep(retry.delay(attempt))
-                    attempt += 1
+                    await asyncio.sleep(retry.delay(charged))
                     if not context.draining:
                         continue
                 return await self._give_up(
-                    message, error, attempts=attempt, history=history, handler=handler_name
+                    message, error, attempts=attempt - 1, history=history, handler=handler_name
                 )
-            return await self._complete(message)
+            else:
+                verdict = True
+                circuit.succeeded(probe)
+                histories.forget(message.message_id)
+                return await self._complete(message)
+            finally:
+                if not verdict:  # cancelled, or the handler died: the probe slot is free again
+                    circuit.released(probe)
 
     async def _give_up(
         self,
@@ -262,6 +286,7 @@ class SessionActor(AsyncioActor):
     ) -> Outcome:
         """After the in-place retries: dead-letter on the last allowed delivery, else abandon."""
         if message.delivery_count >= self._context.settings.max_delivery_count:
+            self._parts.histories.forget(message.message_id)
             return await self._dead_letter(
                 message,
                 type(error).__name__,

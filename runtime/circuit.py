@@ -89,16 +89,21 @@ class CircuitBreaker:
             self._successes = 0
         return self._state
 
+    def open_for(self) -> float:
+        """Seconds until an open circuit turns half-open; 0 when it is not open."""
+        if self.state is not CircuitState.OPEN:
+            return 0.0
+        return max(0.0, self.config.recovery_timeout - (self._clock.now() - self._opened_at))
+
     def check(self, *, operation: str | None = None, queue: str | None = None) -> None:
         """Raise :class:`CircuitOpenError` if calls must not be made now."""
         if not self.config.enabled or self.state is not CircuitState.OPEN:
             return
-        remaining = self.config.recovery_timeout - (self._clock.now() - self._opened_at)
         raise CircuitOpenError(
             "circuit breaker is open after repeated failures",
             operation=operation,
             queue=queue,
-            retry_after=max(0.0, remaining),
+            retry_after=self.open_for(),
         )
 
     def record_success(self) -> None:

@@ -23,14 +23,16 @@ attribute                                   meaning
 ``queue_runtime.failure.first_failed_at``   first failure seen (ISO 8601, UTC)
 ``queue_runtime.failure.dead_lettered_at``  when it was dead-lettered (ISO 8601, UTC)
 ``queue_runtime.failure.attempts``          compact JSON: the last 10 failed attempts,
-                                            ``[{"at": ..., "error": ...}, ...]``
+                                            ``[{"at": ..., "error": ..., "delivery": n}]``
 ``queue_runtime.failure.traceback``         only with ``Bot(failure_tracebacks=True)``:
                                             the end of the traceback, truncated
 ==========================================  ===========================================
 
 The attempt history and first-failure time cover the attempts the bot's
-process saw in the **last delivery** (its in-place retries); earlier
-deliveries that were abandoned are counted in ``delivery_count`` only.
+process saw, across deliveries: a message that failed, was abandoned and came
+back to the same process keeps its history (up to 10,000 such messages are
+remembered per bot). Deliveries handled by another process are counted in
+``delivery_count`` only.
 
 Example:
     >>> from queue_runtime.dlq import FailureRecord
@@ -117,10 +119,11 @@ TRACEBACK: Final = FAILURE_PREFIX + "traceback"
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One failed attempt: when (ISO 8601, UTC) and the error type."""
+    """One failed attempt: when (ISO 8601, UTC), the error type, and on which delivery."""
 
     at: str
     error: str
+    delivery: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +165,11 @@ def _attempts(text: str | None) -> tuple[Attempt, ...]:
     if not isinstance(loaded, list):
         return ()
     return tuple(
-        Attempt(str(item.get("at", "")), str(item.get("error", "")))
+        Attempt(
+            str(item.get("at", "")),
+            str(item.get("error", "")),
+            delivery if isinstance(delivery := item.get("delivery"), int) else None,
+        )
         for item in loaded
         if isinstance(item, dict)
     )

@@ -1,0 +1,176 @@
+"""Per-handler circuit breakers: when a handler's downstream is down, wait instead of failing.
+
+Each handler class has a :class:`HandlerCircuit` (spec §7 thresholds by
+default: open after 5 consecutive failures, half-open after 30 s, closed
+after 3 successes). Every exception a handler raises counts as a failure,
+except permanent ones (they are about the message, not the dependency) and
+repeated failures of one message: "consecutive failures" means failures of
+that many *different* messages with no success in between, so that one
+poison message retrying cannot open the circuit on its own.
+
+While a handler's circuit is open:
+
+* session actors whose next message needs that handler **hold** it — its
+  lock (and session lock) kept alive by the lock renewer — instead of
+  failing, abandoning or dead-lettering it, so no delivery count is burned;
+* the receiver stops pulling new messages;
+* after ``recovery_timeout`` the circuit is half-open and admits at most
+  ``success_threshold`` probe calls at a time; enough successes close it and
+  every held message proceeds, a failure opens it again.
+
+A failure is charged to the message (counted against its in-place retries,
+and so eventually its delivery) when it happened while the circuit was
+closed and left it closed, or when it was a half-open probe. Charging probes
+keeps a message that fails on its own (poison messages that tripped the
+breaker together) moving towards the dead-letter queue — one attempt per
+recovery timeout — instead of holding the bot forever.
+
+Example:
+    >>> import asyncio
+    >>> from queue_runtime.circuit import CircuitBreakerConfig
+    >>> async def main() -> str:
+    ...     circuit = HandlerCircuit("Checks", CircuitBreakerConfig(failure_threshold=1))
+    ...     probe = await circuit.admit()
+    ...     charged = circuit.failed(probe, "message-1")
+    ...     return f"{circuit.state.value}, charged={charged}"
+    >>> asyncio.run(main())
+    'open, charged=False'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+
+from queue_runtime.circuit import CircuitBreaker, CircuitBreakerConfig, CircuitState
+from queue_runtime.clock import LoopClock
+
+__all__ = ["HandlerCircuit", "HandlerCircuits"]
+
+RECHECK = 1.0
+"""A waiting caller looks again at least this often (a probe may have been cancelled)."""
+
+
+class HandlerCircuit:
+    """The breaker of one handler class, with admission for the callers that wait on it."""
+
+    def __init__(self, name: str, config: CircuitBreakerConfig) -> None:
+        self.name = name
+        self.breaker = CircuitBreaker(config, LoopClock())
+        self._probes = 0
+        self._failing: set[str] = set()
+        """Messages that failed since the last success (each counts once)."""
+        self._changed = asyncio.Event()
+        self.held = 0
+        """Callers waiting for the circuit right now."""
+
+    @property
+    def state(self) -> CircuitState:
+        return self.breaker.state
+
+    async def admit(self, give_up: Callable[[], bool] = lambda: False) -> bool | None:
+        """Wait until a call may be made: True if the call is a half-open probe, False
+        if the circuit is closed, None if ``give_up()`` turned true while waiting
+        (the bot is stopping; see :meth:`HandlerCircuits.wake`)."""
+        breaker = self.breaker
+        if not breaker.config.enabled:
+            return False
+        self.held += 1
+        try:
+            while True:
+                if give_up():
+                    return None
+                state = breaker.state
+                if state is CircuitState.CLOSED:
+                    return False
+                if state is CircuitState.HALF_OPEN:
+                    if self._probes < breaker.config.success_threshold:
+                        self._probes += 1
+                        return True
+                    wait = RECHECK
+                else:
+                    wait = min(RECHECK, max(breaker.open_for(), 0.001))
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._changed.wait()
+        finally:
+            self.held -= 1
+
+    def succeeded(self, probe: bool) -> None:
+        """Record a successful call (``probe`` as returned by :meth:`admit`)."""
+        if probe:
+            self._probes -= 1
+        self._failing.clear()
+        self.breaker.record_success()
+        self._changed.set()
+
+    def failed(self, probe: bool, message_id: str) -> bool:
+        """Record a failed call for ``message_id``; True if it is charged to the message."""
+        breaker = self.breaker
+        if probe:
+            self._probes -= 1
+            breaker.record_failure()  # a failed probe opens the circuit again
+            self._changed.set()
+            return True
+        if message_id not in self._failing:  # the same message again says nothing new
+            self._failing.add(message_id)
+            breaker.record_failure()
+            if breaker.state is not CircuitState.CLOSED:
+                self._failing.clear()
+                self._changed.set()
+                return False
+        return breaker.state is CircuitState.CLOSED
+
+    def wake(self) -> None:
+        """Make every waiting caller look again now."""
+        self._changed.set()
+
+    def released(self, probe: bool) -> None:
+        """A probe ended without a verdict (cancelled, handler died): free its slot."""
+        if probe:
+            self._probes -= 1
+            self._changed.set()
+
+
+class HandlerCircuits:
+    """The circuits of one bot's handlers, by handler class name.
+
+    Example:
+        >>> circuits = HandlerCircuits(["Issues", "Checks"], CircuitBreakerConfig())
+        >>> circuits.states()
+        {'Issues': 'closed', 'Checks': 'closed'}
+        >>> circuits.any_open()
+        False
+    """
+
+    def __init__(self, names: Iterable[str], config: CircuitBreakerConfig) -> None:
+        self._circuits = {name: HandlerCircuit(name, config) for name in names}
+
+    def __getitem__(self, name: str) -> HandlerCircuit:
+        return self._circuits[name]
+
+    def wake(self) -> None:
+        """Make every caller waiting on a circuit look again (the bot is stopping)."""
+        for circuit in self._circuits.values():
+            circuit.wake()
+
+    def held(self) -> int:
+        """Callers waiting for a circuit right now."""
+        return sum(circuit.held for circuit in self._circuits.values())
+
+    def states(self) -> dict[str, str]:
+        """Handler name -> ``"closed"`` / ``"open"`` / ``"half_open"``."""
+        return {name: circuit.state.value for name, circuit in self._circuits.items()}
+
+    def any_open(self) -> bool:
+        """True while some handler's circuit is open (the receiver does not pull then)."""
+        return any(c.state is CircuitState.OPEN for c in self._circuits.values())
+
+    def open_for(self) -> float:
+        """Seconds until the first open circuit turns half-open (0 if none is open)."""
+        circuits = self._circuits.values()
+        return min(
+            (c.breaker.open_for() for c in circuits if c.state is CircuitState.OPEN), default=0.0
+        )
