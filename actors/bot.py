@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from pykka import ActorDeadError
 from pykka.messages import ProxyCall
 
 from queue_runtime.actors.context import BotContext, BotSettings, BotStats, Router
@@ -96,6 +97,9 @@ class Bot:
       is open the bot stops pulling and holds the messages waiting for that
       handler with their locks kept alive, so an outage downstream burns no
       delivery counts; see :mod:`queue_runtime.actors.circuits`.
+    * ``stall_timeout`` — a receiver whose pull loop has not gone round for this
+      long (every round is bounded by timeouts, so it is stuck or dead) is
+      restarted by the bot's watchdog.
     * ``failure_tracebacks`` — add a truncated traceback to the failure record of
       each dead letter (off by default: tracebacks may hold payload data).
     """
@@ -122,6 +126,7 @@ class Bot:
         failure_tracebacks: bool = False,
         restart_policy: RestartPolicy | None = None,
         handler_circuit: CircuitBreakerConfig | None = None,
+        stall_timeout: float = 120.0,
     ) -> None:
         self.settings = BotSettings(
             queue=QueueName(queue),
@@ -141,6 +146,7 @@ class Bot:
             failure_tracebacks=failure_tracebacks,
             restart_policy=restart_policy or RestartPolicy(),
             handler_circuit=handler_circuit or CircuitBreakerConfig(),
+            stall_timeout=stall_timeout,
         )
         self._handler_classes = list(handlers)
         routes(self._handler_classes)  # fail here, not in start()
@@ -155,6 +161,8 @@ class Bot:
         self._stopped = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         """Waits for an actor's stop request and stops the bot; owned and awaited here."""
+        self._watchdog: asyncio.Task[None] | None = None
+        """Restarts a stalled receiver; owned here, cancelled and awaited on stop."""
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
 
     # -- lifecycle ----------------------------------------------------------------
@@ -183,9 +191,11 @@ class Bot:
             parts = _Parts(context, handlers, dead_letters, renewer)
             sessions = self._refs["sessions"] = SessionSupervisor.start(parts)
             self._refs["receiver"] = ReceiverActor.start(context, sessions, handlers, renewer)
-            self._watcher = asyncio.get_running_loop().create_task(
+            loop = asyncio.get_running_loop()
+            self._watcher = loop.create_task(
                 self._stop_on_request(context), name="bot stop on request"
             )
+            self._watchdog = loop.create_task(self._watch_receiver(context), name="bot watchdog")
         except BaseException:
             await self._tear_down()
             raise
@@ -214,6 +224,7 @@ class Bot:
         context.draining = True
         context.circuits.wake()  # messages held for an open circuit are given back now
         try:
+            await self._stop_watchdog()  # it must not start a receiver while we stop this one
             receiver = self._refs.get("receiver")
             if receiver is not None and receiver.is_alive():
                 await receiver.proxy().stop_pulling()
@@ -222,8 +233,15 @@ class Bot:
             await self._tear_down()
             logger.info("bot stopped on %s", self.settings.queue)
 
+    async def _stop_watchdog(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+
     async def _tear_down(self) -> None:
         """Stop whatever was started, in dependency order; close an owned client."""
+        await self._stop_watchdog()
         try:
             for name in ("receiver", "sessions", "handlers", "dead_letters"):
                 ref = self._refs.get(name)
@@ -246,6 +264,26 @@ class Bot:
             await self._stop()
         except Exception:
             logger.exception("stopping the bot on request failed")
+
+    async def _watch_receiver(self, context: BotContext) -> None:
+        """The stall watchdog: restart the receiver if its pull loop stopped going round."""
+        timeout = self.settings.stall_timeout
+        while True:
+            await asyncio.sleep(min(timeout / 4, 5.0))
+            receiver = self._refs["receiver"]
+            try:
+                stalled_for: float = await receiver.proxy().stalled_for()
+            except ActorDeadError:
+                stalled_for = float("inf")
+            if stalled_for < timeout or context.draining:
+                continue
+            logger.error("receiver stalled for %.0f s; restarting it", min(stalled_for, 1e9))
+            context.stats.receiver_restarts += 1
+            with contextlib.suppress(Exception):
+                await receiver.stop()
+            self._refs["receiver"] = ReceiverActor.start(
+                context, self._refs["sessions"], self._refs["handlers"], self._renewer
+            )
 
     async def _join_watcher(self) -> None:
         """Cancel the watcher if it is still waiting, and await it (unless we are it)."""

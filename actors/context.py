@@ -49,6 +49,7 @@ class BotSettings:
     failure_tracebacks: bool = False
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     handler_circuit: CircuitBreakerConfig = field(default_factory=CircuitBreakerConfig)
+    stall_timeout: float = 120.0
 
     def __post_init__(self) -> None:
         for name in ("max_sessions", "mailbox_size", "max_in_flight", "max_delivery_count"):
@@ -56,7 +57,7 @@ class BotSettings:
                 raise ValueError(f"{name} must be at least 1")
         if self.unordered_concurrency < 1:
             raise ValueError("unordered_concurrency must be at least 1")
-        for name in ("session_idle_timeout", "drain_timeout", "receive_wait"):
+        for name in ("session_idle_timeout", "drain_timeout", "receive_wait", "stall_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
         if self.unrouted not in ("dead_letter", "complete"):
@@ -75,6 +76,8 @@ class BotStats:
     in_flight: int = 0
     active_sessions: int = 0
     handler_restarts: int = 0
+    receiver_restarts: int = 0
+    """Times the stall watchdog restarted a receiver that had stopped going round."""
     lock_renewals: int = 0
     lost_locks: int = 0
     """Settles that found the lock gone (the message comes back: handled again)."""

@@ -80,14 +80,18 @@ class ReceiverActor(AsyncioActor):
         self._pumps: set[asyncio.Task[None]] = set()
         self._open_sessions: set[SessionClient] = set()
         self.last_receive: float | None = None
-        """Event-loop time of the last successful receive (for stall detection)."""
+        """Event-loop time of the last successful receive (for health)."""
+        self._heartbeat = 0.0
+        """Event-loop time the pull loop last went round (for the stall watchdog)."""
 
     def on_start(self) -> None:
         self._session_calls = self._sessions.proxy()
         self._handler_calls = self._handlers.proxy()
         support = self._context.client.session_support(self._context.settings.queue)
         pull = self._accept_sessions if support is SessionSupport.NATIVE else self._pull_batches
-        self._pull = asyncio.get_running_loop().create_task(pull(), name="receiver")
+        loop = asyncio.get_running_loop()
+        self._heartbeat = loop.time()
+        self._pull = loop.create_task(pull(), name="receiver")
 
     async def on_stop(self) -> None:
         await self.stop_pulling()
@@ -114,6 +118,7 @@ class ReceiverActor(AsyncioActor):
         batch_size = client.max_batch_size
         failures = 0
         while True:
+            self._beat()
             room = settings.max_in_flight - context.stats.in_flight
             if room <= 0 or self._context.circuits.any_open() or await self._escalated():
                 await self._wait_for_room()
@@ -140,6 +145,7 @@ class ReceiverActor(AsyncioActor):
         failures = 0
         try:
             while True:
+                self._beat()
                 if (
                     len(self._pumps) >= settings.max_sessions
                     or context.stats.in_flight >= settings.max_in_flight
@@ -241,6 +247,19 @@ class ReceiverActor(AsyncioActor):
 
     # -- shared -------------------------------------------------------------------
 
+    def _beat(self) -> None:
+        self._heartbeat = asyncio.get_running_loop().time()
+
+    def stalled_for(self) -> float:
+        """Seconds since the pull loop last went round (0 once pulling was stopped).
+
+        Every round is bounded (receives by the client's timeouts, pauses by
+        their back-off), so a long silence means the loop is stuck or dead.
+        """
+        if self._pull is None:
+            return 0.0
+        return asyncio.get_running_loop().time() - self._heartbeat
+
     def _hold(self, batch: list[Any]) -> None:
         stats = self._context.stats
         stats.received += len(batch)
@@ -270,4 +289,8 @@ class ReceiverActor(AsyncioActor):
             delay = backoff(failures)
             level = logging.WARNING if error.transient else logging.ERROR
             logger.log(level, "receive failed (%s); retrying in %.1f s", error, delay)
-        await asyncio.sleep(delay)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + delay
+        while (left := until - loop.time()) > 0:  # a long pause is not a stall
+            await asyncio.sleep(min(left, 1.0))
+            self._beat()
