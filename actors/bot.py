@@ -336,6 +336,11 @@ class Bot:
     # -- observation ----------------------------------------------------------------
 
     @property
+    def stop_reason(self) -> str | None:
+        """Why the bot stopped itself (a crash loop under ``on_escalation="stop"``), if it did."""
+        return self._context.stop_reason if self._context is not None else None
+
+    @property
     def client(self) -> QueueClient:
         if self._client is None:
             raise RuntimeError("the bot has not started")

@@ -32,7 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from pykka import ActorDeadError
 
@@ -49,11 +50,32 @@ from queue_runtime.errors import (
     SessionNotFoundError,
     SessionsNotSupportedError,
 )
+from queue_runtime.messages import ReceivedMessage
 from queue_runtime.provider import SessionSupport
 
 __all__ = ["ReceiverActor", "backoff"]
 
 logger = logging.getLogger("queue_runtime.actors")
+
+T = TypeVar("T")
+
+
+async def _finish_when_cancelled(
+    call: Coroutine[Any, Any, T], give_back: Callable[[T], Awaitable[None]]
+) -> T:
+    """Await ``call``; if cancelled meanwhile, let it finish and ``give_back`` its result.
+
+    Stopping must not throw away a receive the provider already answered: on
+    SQS the messages are invisible by then, and would wait out their
+    visibility timeout. The call is bounded by its own timeout.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await give_back(await task)
+        raise
 
 
 def backoff(failures: int) -> float:
@@ -124,8 +146,11 @@ class ReceiverActor(AsyncioActor):
                 await self._wait_for_room()
                 continue
             try:
-                batch = await client.receive_messages(
-                    settings.queue, min(room, batch_size), timeout=settings.receive_wait
+                batch = await _finish_when_cancelled(
+                    client.receive_messages(
+                        settings.queue, min(room, batch_size), timeout=settings.receive_wait
+                    ),
+                    self._give_back,
                 )
             except Exception as error:  # a bug in a provider must not stop the bot pulling
                 failures += 1
@@ -155,8 +180,11 @@ class ReceiverActor(AsyncioActor):
                     await self._wait_for_room()
                     continue
                 try:
-                    session = await context.client.accept_session(
-                        settings.queue, timeout=settings.receive_wait
+                    session = await _finish_when_cancelled(
+                        context.client.accept_session(
+                            settings.queue, timeout=settings.receive_wait
+                        ),
+                        self._give_back_session,
                     )
                 except SessionsNotSupportedError:
                     # the provider learnt that this queue has no sessions: pull plainly
@@ -246,6 +274,20 @@ class ReceiverActor(AsyncioActor):
             logger.warning("could not close session %s: %s", session.session_id, error)
 
     # -- shared -------------------------------------------------------------------
+
+    async def _give_back(self, batch: list[ReceivedMessage]) -> None:
+        """Abandon what a receive cut short by stopping had already taken."""
+        client = self._context.client
+        results = await asyncio.gather(
+            *(client.abandon_message(m.receipt) for m in batch), return_exceptions=True
+        )
+        failed = sum(1 for result in results if isinstance(result, BaseException))
+        if failed:
+            logger.warning("%d messages received while stopping wait out their locks", failed)
+
+    async def _give_back_session(self, session: SessionClient | None) -> None:
+        if session is not None:
+            await self._close_session(session)
 
     def _beat(self) -> None:
         self._heartbeat = asyncio.get_running_loop().time()

@@ -1,4 +1,4 @@
-"""The stall watchdog restarts a receiver whose pull loop died or hangs."""
+"""The receiver under trouble: the stall watchdog, and stopping in the middle of a receive."""
 
 from __future__ import annotations
 
@@ -62,3 +62,32 @@ async def test_a_busy_or_idle_receiver_is_not_restarted(provider: InMemoryProvid
         stats = bot.stats()
 
     assert stats.receiver_restarts == 0
+
+
+class SlowAnswers(InMemoryProvider):
+    """The provider has taken the messages, but the answer is still on its way."""
+
+    answering = asyncio.Event()
+
+    async def receive(self, *args: Any, **kwargs: Any) -> list[qr.ReceivedMessage]:
+        batch = await super().receive(*args, **kwargs)
+        if batch:
+            self.answering.set()
+            await asyncio.sleep(0.3)
+        return batch
+
+
+async def test_stopping_gives_back_what_an_interrupted_receive_had_taken() -> None:
+    provider = SlowAnswers(qr.InMemoryConfig(lock_duration=60.0))
+    try:
+        sent = events(4, 2)
+        await qr.QueueClient(provider).send_messages(QUEUE, sent)
+        bot = bot_for(provider, [handler(Journal())])
+        await bot.start()
+        await provider.answering.wait()
+        await bot.stop()  # while the receive that took the messages is still answering
+
+        assert provider.stats(QUEUE).active == len(sent)  # receivable now, not in 60 s
+        assert bot.stats().received == 0
+    finally:
+        await provider.aclose()
