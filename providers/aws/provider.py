@@ -51,12 +51,14 @@ from queue_runtime.errors import (
     ConfigurationError,
     InvalidReceiptError,
     QueueError,
+    QueueNotFoundError,
     SessionLockedError,
     SessionLockLostError,
     SessionNotFoundError,
     SessionsNotSupportedError,
     ValidationError,
 )
+from queue_runtime.health import QueueInfo
 from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
 from queue_runtime.provider import Capabilities, ProviderType, SessionSupport
 
@@ -427,6 +429,40 @@ class SqsProvider:
             if held.state is state:
                 self._forget(held)
         return count
+
+    async def queue_info(self, queue: QueueName) -> QueueInfo:
+        """SQS's approximate counts of ``queue`` and its DLQ (``GetQueueAttributes``).
+
+        Receives nothing. ``depth`` is ``ApproximateNumberOfMessages`` (visible),
+        ``in_flight`` ``ApproximateNumberOfMessagesNotVisible`` (which includes
+        messages this provider keeps buffered for sessions). A queue without a
+        DLQ (no RedrivePolicy and no ``{queue}-dlq``) reports
+        ``dead_letter_depth=None``.
+        """
+        self._before("queue_info")
+        state = self._state(queue, "queue_info")
+        attributes = await self._counts(state)
+        try:
+            dlq = await self._transport.dead_letter_state(state)
+        except (QueueNotFoundError, ConfigurationError):
+            dead_letters = None
+        else:
+            dead_letters = (await self._counts(dlq)).get("ApproximateNumberOfMessages")
+        return QueueInfo(
+            depth=attributes.get("ApproximateNumberOfMessages"),
+            in_flight=attributes.get("ApproximateNumberOfMessagesNotVisible"),
+            dead_letter_depth=dead_letters,
+        )
+
+    async def _counts(self, state: QueueState) -> dict[str, int]:
+        response = await self._transport.call(
+            state,
+            "get_queue_attributes",
+            "queue_info",
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+        attributes = response.get("Attributes") or {}
+        return {key: int(value) for key, value in attributes.items() if str(value).isdigit()}
 
     async def aclose(self) -> None:
         """Stop the keeper, release every message still held (visibility 0), close the client."""

@@ -78,6 +78,7 @@ from queue_runtime.errors import (
     SessionsNotSupportedError,
     ValidationError,
 )
+from queue_runtime.health import QueueInfo
 from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
 from queue_runtime.provider import Capabilities, ProviderType, SessionSupport
 
@@ -398,6 +399,17 @@ class AzureServiceBusProvider:
         finally:
             await self._close_quietly(sdk, "purge receiver", queue)
         return removed
+
+    async def queue_info(self, queue: QueueName) -> QueueInfo:
+        """Check that ``queue`` is reachable by peeking one message of its DLQ.
+
+        A peek neither locks nor consumes, and works with Listen rights on
+        session-enabled queues too (a dead-letter queue never requires
+        sessions). Counts need the management API (Manage rights), which the
+        provider does not use, so every count is ``None``.
+        """
+        await self.peek_dead_letters(queue, 1)
+        return QueueInfo()
 
     async def aclose(self) -> None:
         """Abandon messages waiting out a delay, close sessions, receivers, senders, client.

@@ -49,6 +49,7 @@ from queue_runtime.errors import (
     ThrottledError,
     ValidationError,
 )
+from queue_runtime.health import QueueInfo
 from queue_runtime.messages import (
     Message,
     QueueName,
@@ -268,6 +269,29 @@ class InMemoryProvider:
     async def purge_dead_letters(self, queue: QueueName) -> int:
         self._before("purge_dead_letters")
         return self._dead_letter_entity(queue, "purge_dead_letters").remove_all()
+
+    async def queue_info(self, queue: QueueName) -> QueueInfo:
+        """Counts of ``queue`` without receiving from it (the health hook).
+
+        Exact: messages waiting (scheduled ones not included), in flight, and
+        in the DLQ. Does not create the queue: a queue never used reads as
+        empty, or raises QueueNotFoundError when ``auto_create_queues`` is off.
+        """
+        self._before("queue_info")
+        entity = self._entities.get(queue)
+        if entity is None:
+            if not self.config.auto_create_queues:
+                raise QueueNotFoundError(queue, operation="queue_info")
+            return QueueInfo(depth=0, in_flight=0, dead_letter_depth=0)
+        entity.tick(self.clock.now())
+        dead = entity.dead_letter_entity
+        info = QueueInfo(
+            depth=sum(1 for _ in entity.pending_records()),
+            in_flight=len(entity.in_flight),
+            dead_letter_depth=len(dead.records) if dead is not None else 0,
+        )
+        self._after("queue_info")
+        return info
 
     async def aclose(self) -> None:
         """Close the provider; waiting receives return, later calls fail."""

@@ -1,0 +1,59 @@
+"""Bots for the ``queue-runtime run`` tests, loaded by ``MODULE:BOT``.
+
+In-process tests read :data:`STARTED` to stop the bot they started; the
+subprocess test reads the handled message ids from the file named by
+``QR_TEST_HANDLED_FILE``. ``QR_TEST_QUEUE`` and ``QR_TEST_HANDLER_DELAY``
+(seconds per message) shape the bot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import queue_runtime as qr
+from queue_runtime.actors import WILDCARD, Bot, Event, Handler
+
+STARTED: list[Bot] = []
+HANDLED: list[str] = []
+
+
+class Recorder(Handler):
+    event_types = (WILDCARD,)
+
+    async def handle(self, event: Event) -> None:
+        await asyncio.sleep(float(os.environ.get("QR_TEST_HANDLER_DELAY", "0")))
+        HANDLED.append(event.message_id)
+        path = os.environ.get("QR_TEST_HANDLED_FILE")
+        if path:
+            await asyncio.to_thread(_record, path, event.message_id)
+
+
+def _record(path: str, message_id: str) -> None:
+    with open(path, "a") as file:  # a line per message, flushed on close
+        file.write(message_id + "\n")
+
+
+def make_bot(client: qr.QueueClient) -> Bot:
+    bot = Bot(
+        client,
+        os.environ.get("QR_TEST_QUEUE", "cli-run"),
+        [Recorder],
+        router=lambda message: "job",
+        receive_wait=0.2,
+        drain_timeout=10.0,
+    )
+    STARTED.append(bot)
+    return bot
+
+
+async def make_bot_later(client: qr.QueueClient) -> Bot:
+    await asyncio.sleep(0)
+    return make_bot(client)
+
+
+def make_nothing(client: qr.QueueClient) -> str:
+    return "not a bot"
+
+
+NOT_A_BOT = 42
