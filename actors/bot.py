@@ -55,9 +55,22 @@ from queue_runtime.actors.locks import LockRenewer
 from queue_runtime.actors.receiver import ReceiverActor
 from queue_runtime.actors.runtime import AsyncioActorRef
 from queue_runtime.actors.sessions import SessionSupervisor, _Parts
-from queue_runtime.circuit import CircuitBreakerConfig
+from queue_runtime.circuit import CircuitBreakerConfig, CircuitState
 from queue_runtime.client import QueueClient, create_client
 from queue_runtime.config import ProviderConfig, QueueConfig
+from queue_runtime.health import (
+    CheckResult,
+    DeadLetterWatch,
+    HealthReport,
+    HealthServer,
+    HealthStatus,
+    check_circuits,
+    check_handler_restarts,
+    check_provider,
+    check_receive_stall,
+    probe_queue,
+    serve_health,
+)
 from queue_runtime.messages import QueueName
 from queue_runtime.retry import RetryPolicy
 
@@ -100,6 +113,9 @@ class Bot:
     * ``stall_timeout`` — a receiver whose pull loop has not gone round for this
       long (every round is bounded by timeouts, so it is stuck or dead) is
       restarted by the bot's watchdog.
+    * ``health_port`` — serve ``/healthz`` (liveness) and ``/readyz`` (readiness)
+      from :meth:`health` on this port, on all interfaces (off by default; 0
+      picks a free port, see :attr:`health_server`).
     * ``failure_tracebacks`` — add a truncated traceback to the failure record of
       each dead letter (off by default: tracebacks may hold payload data).
     """
@@ -127,6 +143,7 @@ class Bot:
         restart_policy: RestartPolicy | None = None,
         handler_circuit: CircuitBreakerConfig | None = None,
         stall_timeout: float = 120.0,
+        health_port: int | None = None,
     ) -> None:
         self.settings = BotSettings(
             queue=QueueName(queue),
@@ -164,6 +181,12 @@ class Bot:
         self._watchdog: asyncio.Task[None] | None = None
         """Restarts a stalled receiver; owned here, cancelled and awaited on stop."""
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
+        self._health_port = health_port
+        self._started_at = 0.0
+        self._dead_letter_watch = DeadLetterWatch()
+        self._endpoint = contextlib.AsyncExitStack()
+        self.health_server: HealthServer | None = None
+        """Where the health endpoint listens, when ``health_port`` was given."""
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -196,6 +219,11 @@ class Bot:
                 self._stop_on_request(context), name="bot stop on request"
             )
             self._watchdog = loop.create_task(self._watch_receiver(context), name="bot watchdog")
+            self._started_at = loop.time()
+            if self._health_port is not None:
+                self.health_server = await self._endpoint.enter_async_context(
+                    serve_health(self.health, self._health_port)
+                )
         except BaseException:
             await self._tear_down()
             raise
@@ -243,6 +271,7 @@ class Bot:
         """Stop whatever was started, in dependency order; close an owned client."""
         await self._stop_watchdog()
         try:
+            await self._endpoint.aclose()
             for name in ("receiver", "sessions", "handlers", "dead_letters"):
                 ref = self._refs.get(name)
                 if ref is not None:
@@ -334,6 +363,80 @@ class Bot:
         await self.stop()
 
     # -- observation ----------------------------------------------------------------
+
+    async def health(self) -> HealthReport:
+        """How the bot is doing: Healthy, Degraded or Unhealthy, with one result per check.
+
+        Checks: the bot is running; the provider answers without a message being
+        consumed (with queue and DLQ depths where it can tell); circuit breakers
+        (the provider's and each handler's); the receive loop (time since the last
+        successful receive — pausing on purpose for back-pressure or an open circuit
+        is not a stall — and the watchdog's view of the loop); handler restarts and
+        crash loops; dead letters arriving. See :mod:`queue_runtime.health` for what
+        each status means and ``docs/operations.md`` for probes.
+
+        Example:
+            >>> import asyncio
+            >>> import queue_runtime as qr
+            >>> from queue_runtime.actors import Bot, Event, Handler
+            >>> class Noop(Handler):
+            ...     event_types = ("*",)
+            ...     async def handle(self, event: Event) -> None: ...
+            >>> async def main() -> str:
+            ...     async with Bot(qr.InMemoryConfig(), "events", [Noop], receive_wait=0.01) as bot:
+            ...         await asyncio.sleep(0.05)
+            ...         return (await bot.health()).status.label
+            >>> asyncio.run(main())
+            'healthy'
+        """
+        context = self._context
+        if self._state != "running" or context is None:
+            return HealthReport(
+                (CheckResult("bot", HealthStatus.UNHEALTHY, f"the bot is {self._state}"),)
+            )
+        client = context.client
+        settings = self.settings
+        probe = await probe_queue(client, settings.queue, timeout=min(5.0, settings.stall_timeout))
+        now = asyncio.get_running_loop().time()
+        stats = self.stats()
+        receiver = self._refs["receiver"]._actor_weakref()
+        handlers = self._refs["handlers"]._actor_weakref()
+        last_receive: float | None = None
+        stalled_for = float("inf")
+        if isinstance(receiver, ReceiverActor):
+            stalled_for = receiver.stalled_for()
+            # pausing on purpose is not a stall: the circuit and handler checks say why
+            last_receive = now if receiver.waiting_since is not None else receiver.last_receive
+        provider_ok = (
+            probe.ok or not probe.supported
+        ) and client.circuit.state is CircuitState.CLOSED
+        receive = check_receive_stall(
+            now=now,
+            last_receive=last_receive,
+            started_at=self._started_at,
+            threshold=settings.stall_timeout,
+            provider_ok=provider_ok,
+        )
+        if stalled_for >= settings.stall_timeout:
+            receive = CheckResult(
+                "receive",
+                HealthStatus.UNHEALTHY,
+                f"the receive loop has not gone round for {min(stalled_for, 1e9):.0f} s "
+                "(the watchdog restarts it)",
+                {"receiver_restarts": stats.receiver_restarts},
+            )
+        escalated = isinstance(handlers, HandlerSupervisor) and handlers.is_escalated()
+        dead_letters = probe.info.dead_letter_depth if probe.info is not None else None
+        return HealthReport(
+            (
+                CheckResult("bot", HealthStatus.HEALTHY, f"running on {settings.queue}"),
+                check_provider(probe),
+                check_circuits({"provider": client.circuit, **stats.circuits}),
+                receive,
+                check_handler_restarts(stats.handler_restarts, escalated=escalated),
+                self._dead_letter_watch.observe(dead_letters, now),
+            )
+        )
 
     @property
     def stop_reason(self) -> str | None:

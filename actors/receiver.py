@@ -105,6 +105,9 @@ class ReceiverActor(AsyncioActor):
         """Event-loop time of the last successful receive (for health)."""
         self._heartbeat = 0.0
         """Event-loop time the pull loop last went round (for the stall watchdog)."""
+        self.waiting_since: float | None = None
+        """Event-loop time since when pulling has paused on purpose (back-pressure, an
+        open handler circuit, a crash loop); None while pulling."""
 
     def on_start(self) -> None:
         self._session_calls = self._sessions.proxy()
@@ -158,6 +161,7 @@ class ReceiverActor(AsyncioActor):
                 continue
             failures = 0
             self.last_receive = asyncio.get_running_loop().time()
+            self.waiting_since = None
             if batch:
                 self._hold(batch)
                 self._sessions.tell(Route(batch))
@@ -197,6 +201,7 @@ class ReceiverActor(AsyncioActor):
                     continue
                 failures = 0
                 self.last_receive = asyncio.get_running_loop().time()
+                self.waiting_since = None
                 if session is None:
                     continue
                 self._open_sessions.add(session)
@@ -318,6 +323,7 @@ class ReceiverActor(AsyncioActor):
         return escalated
 
     async def _wait_for_room(self) -> None:
+        self.waiting_since = self.waiting_since or asyncio.get_running_loop().time()
         await self._context.wait_for_room(self._context.settings.receive_wait)
 
     async def _pause(self, error: Exception, failures: int) -> None:

@@ -143,10 +143,14 @@ async def run_bot(args: argparse.Namespace, context: Context) -> int:
     )
     await bot.run()
     stats = bot.stats()
-    output.note(
-        f"stopped gracefully: received {stats.received}, completed {stats.completed}, "
+    counts = (
+        f"received {stats.received}, completed {stats.completed}, "
         f"abandoned {stats.abandoned}, dead-lettered {stats.dead_lettered}"
     )
+    if bot.stop_reason is not None:  # it stopped itself: a supervisor would restart it
+        output.error(f"the bot stopped itself: {bot.stop_reason} ({counts})")
+        return ExitCode.FAILED
+    output.note(f"stopped gracefully: {counts}")
     return ExitCode.OK
 
 

@@ -57,3 +57,26 @@ def make_nothing(client: qr.QueueClient) -> str:
 
 
 NOT_A_BOT = 42
+
+
+class Crashes(Handler):
+    """Cannot start, so that the bot's crash-loop policy stops the bot."""
+
+    event_types = (WILDCARD,)
+
+    async def on_start(self) -> None:
+        raise RuntimeError("misconfigured")
+
+
+def make_crash_looping_bot(client: qr.QueueClient) -> Bot:
+    from queue_runtime.actors import RestartPolicy
+
+    return Bot(
+        client,
+        "cli-crash",
+        [Crashes],
+        router=lambda message: "job",
+        receive_wait=0.05,
+        drain_timeout=5.0,
+        restart_policy=RestartPolicy(max_restarts=1, initial_backoff=0.01, on_escalation="stop"),
+    )

@@ -364,6 +364,19 @@ async def test_run_starts_the_bot_from_a_factory_and_exits_0_when_it_stops(
     assert await client.receive_message("cli-run", timeout=0.05) is None
 
 
+async def test_run_exits_1_when_the_bot_stopped_itself_on_a_crash_loop(
+    cli: Cli, client: qr.QueueClient
+) -> None:
+    await client.send_message("cli-crash", qr.Message(b"job", message_id="m-crash"))
+
+    async with asyncio.timeout(20):
+        result = await cli("run", "tests.cli.bots:make_crash_looping_bot", client=client)
+
+    assert result.code == ExitCode.FAILED
+    assert "the bot stopped itself: handlers are crash-looping" in result.err
+    assert await client.receive_message("cli-crash", timeout=1.0) is not None  # given back
+
+
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
