@@ -36,14 +36,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 
-from queue_runtime.circuit import CircuitBreaker
+from queue_runtime.circuit import CircuitBreaker, CircuitState
 from queue_runtime.clock import Clock, SystemClock
 from queue_runtime.config import ProviderConfig, QueueConfig, load_config
 from queue_runtime.crypto import EnvKeyProvider, KeyProvider, MessageCrypto, UndecryptableMessage
@@ -71,10 +73,17 @@ from queue_runtime.provider import (
     SessionSupport,
     create_provider,
 )
+from queue_runtime.telemetry import Telemetry, error_type, log_fields
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["REQUEUE_COUNT_ATTRIBUTE", "QueueClient", "SessionClient", "create_client"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("queue_runtime.client")
 
 REQUEUE_COUNT_ATTRIBUTE = "queue_runtime.requeue_count"
 """Attribute a requeued dead letter carries: how often it was requeued."""
@@ -87,6 +96,8 @@ async def create_client(
     *,
     clock: Clock | None = None,
     keys: KeyProvider | None = None,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> QueueClient:
     """Build a client for ``config``.
 
@@ -99,6 +110,9 @@ async def create_client(
     When ``config.crypto.enabled`` and no ``keys`` are given, the keys are read
     from ``QUEUE_RUNTIME_ENCRYPTION_KEYS``
     (:meth:`~queue_runtime.crypto.EnvKeyProvider.from_env`).
+
+    Spans and metrics go to the global OpenTelemetry providers unless
+    ``tracer_provider``/``meter_provider`` are given (:mod:`queue_runtime.telemetry`).
     """
     if config is None:
         config = load_config()
@@ -107,7 +121,14 @@ async def create_client(
     if config.crypto.enabled and keys is None:
         keys = EnvKeyProvider.from_env()
     clock = clock or SystemClock()
-    return QueueClient(create_provider(config.provider, clock), config, clock=clock, keys=keys)
+    return QueueClient(
+        create_provider(config.provider, clock),
+        config,
+        clock=clock,
+        keys=keys,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+    )
 
 
 class QueueClient:
@@ -118,6 +139,9 @@ class QueueClient:
 
     ``keys`` is required when ``config.crypto.enabled`` and refused otherwise
     (so that keys given to a client that would not use them cannot go unnoticed).
+
+    Every call is traced and measured through OpenTelemetry (:attr:`telemetry`);
+    without an SDK that costs one to two microseconds per call.
     """
 
     def __init__(
@@ -127,12 +151,20 @@ class QueueClient:
         *,
         clock: Clock | None = None,
         keys: KeyProvider | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self._provider = provider
         self.config = config or QueueConfig()
         self._clock: Clock = clock or getattr(provider, "clock", None) or SystemClock()
         self.circuit = CircuitBreaker(self.config.circuit_breaker, self._clock)
         """The provider's circuit breaker (state visible for health checks)."""
+        self.telemetry = Telemetry(
+            provider.capabilities.provider_type.value,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+        )
+        """Spans and metrics of this client; the actors record processing through it."""
         self.crypto: MessageCrypto | None = None
         """The encryption engine (``None`` when encryption is off); ``crypto.stats`` counts."""
         if self.config.crypto.enabled:
@@ -199,17 +231,27 @@ class QueueClient:
         """
         name = QueueName(queue)
         batch = list(messages)
-        if self.crypto is not None:
-            for message in batch:
-                if not isinstance(message, Message):
-                    self._check_messages(name, [message])  # raises the ValidationError
-            batch = [await self.crypto.encrypt_message(message) for message in batch]
-        self._check_messages(name, batch)
-        provider_check = getattr(self._provider, "check_messages", None)
-        if provider_check is not None:  # a provider's own, exact rules (optional hook)
-            provider_check(name, batch)
-        for chunk in self._chunks(batch):
-            await self._call("send", name, functools.partial(self._provider.send, name, chunk))
+        with self.telemetry.send(name, batch):
+            if self.crypto is not None:
+                for message in batch:
+                    if not isinstance(message, Message):
+                        self._check_messages(name, [message])  # raises the ValidationError
+                batch = [await self.crypto.encrypt_message(message) for message in batch]
+            batch = self.telemetry.inject(batch)  # before the size checks: they count it
+            self._check_messages(name, batch)
+            provider_check = getattr(self._provider, "check_messages", None)
+            if provider_check is not None:  # a provider's own, exact rules (optional hook)
+                provider_check(name, batch)
+            for chunk in self._chunks(batch):
+                try:
+                    await self._call(
+                        "send", name, functools.partial(self._provider.send, name, chunk)
+                    )
+                except Exception as error:
+                    self.telemetry.count_sent(name, len(chunk), error)
+                    raise
+                self.telemetry.count_sent(name, len(chunk))
+                _log_each("sent a message", "send", name, chunk)
         return [MessageId(message.message_id) for message in batch]
 
     async def schedule_message(self, queue: str, message: Message, at: datetime) -> MessageId:
@@ -236,20 +278,33 @@ class QueueClient:
         name = QueueName(queue)
         count = self._receive_count(max_messages)
         wait = self._receive_timeout(timeout)
-        batch = await self._call(
-            "receive", name, lambda: self._provider.receive(name, count, wait), timeout=wait
-        )
-        return await self._decrypt_all(batch)
+        with self.telemetry.receive(name) as receiving:
+            batch = await self._call(
+                "receive", name, lambda: self._provider.receive(name, count, wait), timeout=wait
+            )
+            batch = await self._decrypt_all(batch)
+            receiving.received(batch)
+        self.telemetry.count_received(name, len(batch))
+        _log_each("received a message", "receive", name, batch)
+        return batch
 
     async def complete_message(self, receipt: ReceiptHandle) -> None:
         """Remove the message for good. Raises InvalidReceiptError if the lock was lost."""
-        await self._call("complete", receipt.queue, lambda: self._provider.complete(receipt))
+        with self.telemetry.settle("complete", receipt.queue, dead_letter=receipt.dead_letter):
+            await self._call("complete", receipt.queue, lambda: self._provider.complete(receipt))
+        self.telemetry.count_settled("complete", receipt)
+        _log_settled("completed a message", "complete", receipt)
 
     async def abandon_message(self, receipt: ReceiptHandle, delay: float | None = None) -> None:
         """Make the message visible again, at once or after ``delay`` seconds."""
         if delay is not None and delay < 0:
             raise ValidationError("must not be negative", field="delay")
-        await self._call("abandon", receipt.queue, lambda: self._provider.abandon(receipt, delay))
+        with self.telemetry.settle("abandon", receipt.queue, dead_letter=receipt.dead_letter):
+            await self._call(
+                "abandon", receipt.queue, lambda: self._provider.abandon(receipt, delay)
+            )
+        self.telemetry.count_settled("abandon", receipt)
+        _log_settled("abandoned a message", "abandon", receipt)
 
     async def dead_letter_message(
         self,
@@ -272,11 +327,15 @@ class QueueClient:
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in properties.items()):
                 raise ValidationError("names and values must be strings", field="properties")
             extra = dict(properties)
-        await self._call(
-            "dead_letter",
-            receipt.queue,
-            lambda: self._provider.dead_letter(receipt, reason, description, extra),
-        )
+        with self.telemetry.settle("dead_letter", receipt.queue, dead_letter=receipt.dead_letter):
+            await self._call(
+                "dead_letter",
+                receipt.queue,
+                lambda: self._provider.dead_letter(receipt, reason, description, extra),
+            )
+        self.telemetry.count_settled("dead_letter", receipt, reason)
+        # the reason only as an error type: it is free text, the description even more so
+        _log_settled(f"dead-lettered a message ({error_type(reason)})", "dead_letter", receipt)
 
     async def renew_message_lock(self, receipt: ReceiptHandle) -> datetime:
         """Extend the message's lock; returns the new expiry."""
@@ -468,19 +527,27 @@ class QueueClient:
         *,
         timeout: float | None = None,
     ) -> T:
-        """Run one provider call with the circuit breaker, a timeout and retries."""
+        """Run one provider call with the circuit breaker, a timeout and retries.
+
+        Each attempt's duration goes to ``messaging.client.operation.duration``;
+        each retry is counted and logged.
+        """
         if self._closed:
             raise QueueError("the client is closed", operation=operation, queue=queue)
         limit = self.config.timeouts.send + (timeout or 0.0)
         retry = self.config.retry
+        telemetry = self.telemetry
+        circuit = self.circuit
         attempt = 1
         while True:
-            self.circuit.check(operation=operation, queue=queue)
+            circuit.check(operation=operation, queue=queue)
+            started = time.perf_counter()
             try:
                 async with asyncio.timeout(limit) as deadline:
                     result = await call()
             except TimeoutError as exc:
                 if not deadline.expired():
+                    telemetry.record_operation(operation, queue, time.perf_counter() - started, exc)
                     raise
                 error: QueueError = OperationTimeoutError(
                     f"no answer within {limit:g} s", operation=operation, queue=queue
@@ -488,14 +555,39 @@ class QueueClient:
                 error.__cause__ = exc
             except QueueError as exc:
                 error = exc.with_context(operation=operation, queue=queue)
+            except Exception as exc:  # a provider bug: measured, then it propagates
+                telemetry.record_operation(operation, queue, time.perf_counter() - started, exc)
+                raise
             else:
-                self.circuit.record_success()
+                telemetry.record_operation(operation, queue, time.perf_counter() - started)
+                before = circuit.state
+                circuit.record_success()
+                if before is CircuitState.HALF_OPEN and circuit.state is CircuitState.CLOSED:
+                    logger.info("provider circuit closed again", extra=log_fields(operation, queue))
                 return result
+            telemetry.record_operation(operation, queue, time.perf_counter() - started, error)
             if error.transient:
-                self.circuit.record_failure()
+                before = circuit.state
+                circuit.record_failure()
+                if before is not CircuitState.OPEN and circuit.state is CircuitState.OPEN:
+                    logger.warning(
+                        "provider circuit opened after repeated failures (%s)",
+                        error_type(error),
+                        extra=log_fields(operation, queue),
+                    )
             if not retry.should_retry(error, attempt):
                 raise error
-            await self._clock.sleep(retry.delay(attempt, error))
+            delay = retry.delay(attempt, error)
+            telemetry.count_retry(operation, queue, error)
+            logger.warning(
+                "%s failed (%s); retry %d in %.2f s",
+                operation,
+                error,
+                attempt,
+                delay,
+                extra=log_fields(operation, queue),
+            )
+            await self._clock.sleep(delay)
             attempt += 1
 
     async def _decrypt_all(
@@ -608,13 +700,18 @@ class SessionClient:
         client = self._client
         count = client._receive_count(max_messages)
         wait = client._receive_timeout(timeout)
-        batch = await client._call(
-            "session_receive",
-            self.queue,
-            lambda: self._receiver.receive(count, wait),
-            timeout=wait,
-        )
-        return await client._decrypt_all(batch)
+        with client.telemetry.receive(self.queue, self.session_id) as receiving:
+            batch = await client._call(
+                "session_receive",
+                self.queue,
+                lambda: self._receiver.receive(count, wait),
+                timeout=wait,
+            )
+            batch = await client._decrypt_all(batch)
+            receiving.received(batch)
+        client.telemetry.count_received(self.queue, len(batch))
+        _log_each("received a message", "receive", self.queue, batch)
+        return batch
 
     async def complete_message(self, receipt: ReceiptHandle) -> None:
         await self._client.complete_message(receipt)
@@ -660,3 +757,17 @@ class SessionClient:
 
     def __repr__(self) -> str:
         return f"SessionClient(queue={self.queue!r}, session_id={self.session_id!r})"
+
+
+def _log_each(
+    text: str, operation: str, queue: str, messages: Iterable[Message | ReceivedMessage]
+) -> None:
+    """One DEBUG record per message, with its identifiers (the fields cost nothing when off)."""
+    if logger.isEnabledFor(logging.DEBUG):
+        for message in messages:
+            logger.debug(text, extra=log_fields(operation, queue, message))
+
+
+def _log_settled(text: str, operation: str, receipt: ReceiptHandle) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(text, extra=log_fields(operation, receipt.queue))

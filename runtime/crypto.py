@@ -81,6 +81,7 @@ from queue_runtime.errors import (
     UnsupportedVersionError,
 )
 from queue_runtime.messages import Message, ReceivedMessage
+from queue_runtime.telemetry import log_fields
 
 __all__ = [
     "ENVELOPE_OVERHEAD",
@@ -784,7 +785,7 @@ class MessageCrypto:
         old by nature and was delivered before. Errors other than
         ``CryptoError`` (a key provider failing, say) propagate.
         """
-        fields = {"message_id": message.message_id, "session_id": message.session_id}
+        fields = log_fields("decrypt", None, message)  # identifiers only, never the body
         if not is_encrypted(message.body):
             return self._plaintext(message, fields)
         try:
@@ -803,9 +804,7 @@ class MessageCrypto:
             return _undecryptable(message, error)
         return dataclasses.replace(message, body=plain)
 
-    def _plaintext(
-        self, message: ReceivedMessage, fields: dict[str, str | None]
-    ) -> ReceivedMessage:
+    def _plaintext(self, message: ReceivedMessage, fields: dict[str, object]) -> ReceivedMessage:
         self.stats.plaintext_received += 1
         policy = self.config.plaintext_policy
         if policy is PlaintextPolicy.REJECT:

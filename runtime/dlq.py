@@ -65,6 +65,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ import orjson
 
 from queue_runtime.client import QueueClient
 from queue_runtime.messages import ReceivedMessage
+from queue_runtime.telemetry import log_fields
 
 __all__ = [
     "ATTEMPTS",
@@ -97,6 +99,8 @@ __all__ = [
     "purge",
     "requeue",
 ]
+
+logger = logging.getLogger("queue_runtime.dlq")
 
 Predicate = Callable[[ReceivedMessage], bool]
 """Selects dead letters: True means "this one"."""
@@ -234,9 +238,11 @@ async def requeue(
     between leaves a duplicate, never a loss. Messages the predicate rejects
     stay in the DLQ.
     """
-    return await client.requeue_dead_letters(
+    requeued = await client.requeue_dead_letters(
         queue, predicate=predicate, max_messages=max_messages, progress=progress
     )
+    logger.info("requeued %d dead letters", requeued, extra=log_fields("requeue", queue))
+    return requeued
 
 
 async def purge(
@@ -257,6 +263,7 @@ async def purge(
         purged = await client.purge_dead_letters(queue)
         if progress is not None:
             progress(purged)
+        logger.info("purged %d dead letters", purged, extra=log_fields("purge", queue))
         return purged
 
     async def remove_matching(message: ReceivedMessage) -> bool:
@@ -265,6 +272,8 @@ async def purge(
         await client.complete_message(message.receipt)
         return True
 
-    return await client.walk_dead_letters(
+    purged = await client.walk_dead_letters(
         queue, remove_matching, timeout=timeout, progress=progress
     )
+    logger.info("purged %d dead letters", purged, extra=log_fields("purge", queue))
+    return purged
