@@ -73,6 +73,7 @@ from queue_runtime.health import (
 )
 from queue_runtime.messages import QueueName
 from queue_runtime.retry import RetryPolicy
+from queue_runtime.telemetry import Observed, log_fields
 
 __all__ = ["Bot"]
 
@@ -185,6 +186,8 @@ class Bot:
         self._started_at = 0.0
         self._dead_letter_watch = DeadLetterWatch()
         self._endpoint = contextlib.AsyncExitStack()
+        self._observed: Observed | None = None
+        """The bot's live gauges (sessions, in flight, circuits), while it runs."""
         self.health_server: HealthServer | None = None
         """Where the health endpoint listens, when ``health_port`` was given."""
 
@@ -220,6 +223,16 @@ class Bot:
             )
             self._watchdog = loop.create_task(self._watch_receiver(context), name="bot watchdog")
             self._started_at = loop.time()
+            client = self._client
+            self._observed = client.telemetry.observe(
+                self.settings.queue,
+                active_sessions=lambda: context.stats.active_sessions,
+                in_flight=lambda: context.stats.in_flight,
+                circuits=lambda: {
+                    "provider": client.circuit.state.value,
+                    **context.circuits.states(),
+                },
+            )
             if self._health_port is not None:
                 self.health_server = await self._endpoint.enter_async_context(
                     serve_health(self.health, self._health_port)
@@ -227,7 +240,9 @@ class Bot:
         except BaseException:
             await self._tear_down()
             raise
-        logger.info("bot started on %s", self.settings.queue)
+        logger.info(
+            "bot started on %s", self.settings.queue, extra=log_fields("start", self.settings.queue)
+        )
 
     async def stop(self) -> None:
         """Stop gracefully: stop pulling, let running handlers finish within
@@ -259,7 +274,11 @@ class Bot:
             await self._drain(context)
         finally:
             await self._tear_down()
-            logger.info("bot stopped on %s", self.settings.queue)
+            logger.info(
+                "bot stopped on %s",
+                self.settings.queue,
+                extra=log_fields("stop", self.settings.queue),
+            )
 
     async def _stop_watchdog(self) -> None:
         watchdog, self._watchdog = self._watchdog, None
@@ -270,6 +289,9 @@ class Bot:
     async def _tear_down(self) -> None:
         """Stop whatever was started, in dependency order; close an owned client."""
         await self._stop_watchdog()
+        if self._observed is not None:
+            self._observed.close()
+            self._observed = None
         try:
             await self._endpoint.aclose()
             for name in ("receiver", "sessions", "handlers", "dead_letters"):
@@ -306,7 +328,11 @@ class Bot:
                 stalled_for = float("inf")
             if stalled_for < timeout or context.draining:
                 continue
-            logger.error("receiver stalled for %.0f s; restarting it", min(stalled_for, 1e9))
+            logger.error(
+                "receiver stalled for %.0f s; restarting it",
+                min(stalled_for, 1e9),
+                extra=log_fields("receive", self.settings.queue),
+            )
             context.stats.receiver_restarts += 1
             with contextlib.suppress(Exception):
                 await receiver.stop()

@@ -33,12 +33,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
+from opentelemetry.context import Context
 
 from queue_runtime import dlq
 from queue_runtime.actors.context import BotContext
 from queue_runtime.actors.runtime import AsyncioActor
 from queue_runtime.errors import QueueError
 from queue_runtime.messages import ReceivedMessage
+from queue_runtime.telemetry import activate, log_fields
 
 __all__ = [
     "DeadLetterActor",
@@ -208,19 +210,22 @@ class DeadLetterActor(AsyncioActor):
         reason: str,
         description: str,
         properties: Mapping[str, str] | None = None,
+        trace_context: Context | None = None,
     ) -> bool:
         """Move ``message`` to the DLQ (with ``properties``, its failure record);
-        False if the lock was already lost (it comes back)."""
+        False if the lock was already lost (it comes back). ``trace_context``: the
+        processing span the dead-letter span belongs under."""
         try:
-            await self._context.client.dead_letter_message(
-                message.receipt, reason, description, properties
-            )
+            with activate(trace_context):
+                await self._context.client.dead_letter_message(
+                    message.receipt, reason, description, properties
+                )
         except QueueError as error:
             logger.warning(
                 "could not dead-letter %s (%s); it will be delivered again",
                 message.message_id,
                 error,
-                extra={"message_id": message.message_id, "session_id": message.session_id},
+                extra=log_fields("dead_letter", None, message),
             )
             return False
         self.records.append(
@@ -230,6 +235,6 @@ class DeadLetterActor(AsyncioActor):
             "dead-lettered %s: %s",
             message.message_id,
             reason,
-            extra={"message_id": message.message_id, "session_id": message.session_id},
+            extra=log_fields("dead_letter", None, message),
         )
         return True

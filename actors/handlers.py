@@ -25,14 +25,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Literal
 
 import orjson
+from opentelemetry.context import Context
 
 from queue_runtime.actors.runtime import AsyncioActor, AsyncioActorRef, kill, stop_all
 from queue_runtime.messages import ReceivedMessage
+from queue_runtime.telemetry import activate, log_fields
 
 __all__ = [
     "WILDCARD",
@@ -108,9 +110,17 @@ class Event:
     attempt: int
     """1-based attempt within this delivery (in-place retries count up)."""
     message: ReceivedMessage
+    trace_context: Context | None = field(default=None, repr=False, compare=False)
+    """The processing span's context: current while ``handle`` runs."""
 
     @classmethod
-    def from_message(cls, message: ReceivedMessage, event_type: str, attempt: int = 1) -> Event:
+    def from_message(
+        cls,
+        message: ReceivedMessage,
+        event_type: str,
+        attempt: int = 1,
+        trace_context: Context | None = None,
+    ) -> Event:
         return cls(
             type=event_type,
             session_id=message.session_id,
@@ -121,6 +131,7 @@ class Event:
             delivery_count=message.delivery_count,
             attempt=attempt,
             message=message,
+            trace_context=trace_context,
         )
 
     def json(self) -> Any:
@@ -148,7 +159,8 @@ class Handler(AsyncioActor):
 
     async def on_receive(self, message: Any) -> Any:
         if isinstance(message, Event):
-            return await self.handle(message)
+            with activate(message.trace_context):  # the handler's spans join the message's trace
+                return await self.handle(message)
         return super().on_receive(message)
 
 
@@ -255,9 +267,15 @@ class HandlerSupervisor(AsyncioActor):
                 len(recent),
                 policy.window,
                 policy.on_escalation,
+                extra=log_fields("restart_handler"),
             )
         delay = policy.backoff(len(recent))
-        logger.warning("restarting crashed handler %s in %.1f s", handler.__name__, delay)
+        logger.warning(
+            "restarting crashed handler %s in %.1f s",
+            handler.__name__,
+            delay,
+            extra=log_fields("restart_handler"),
+        )
         await asyncio.sleep(delay)
         ref = self._refs[handler] = handler.start()
         return ref

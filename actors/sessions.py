@@ -53,6 +53,7 @@ from queue_runtime.actors.runtime import (
 from queue_runtime.crypto import UndecryptableMessage
 from queue_runtime.errors import CryptoError, InvalidReceiptError, QueueError
 from queue_runtime.messages import ReceivedMessage
+from queue_runtime.telemetry import Processing, error_type, log_fields
 
 __all__ = ["Deliver", "Outcome", "SessionActor", "SessionSupervisor", "unordered_key"]
 
@@ -118,6 +119,8 @@ class SessionActor(AsyncioActor):
 
     _interrupted: tuple[ReceivedMessage, ...] = ()
     """Messages whose settle was cut off by cancellation (rare; per instance when set)."""
+    _processing: Processing | None = None
+    """The processing span of the message in hand (its context goes to the handler)."""
 
     def __init__(self, key: str, parts: _Parts) -> None:
         super().__init__()
@@ -182,27 +185,44 @@ class SessionActor(AsyncioActor):
                 await self._context.client.abandon_message(message.receipt)
 
     async def _process_guarded(self, message: ReceivedMessage) -> Outcome:
-        """:meth:`_process`, turning a bug outside the handler (a raising router, say)
-        into a failure of this message instead of the death of the session actor."""
-        try:
-            return await self._process(message)
-        except Exception as error:
-            if message.receipt.token in self._settled:  # it failed while settling
-                self._context.stats.settle_failures += 1
-                return Outcome.LOST
-            logger.exception(
-                "processing failed outside the handler",
-                extra={"message_id": message.message_id, "session_id": message.session_id},
-            )
-            history = self._parts.histories.of(message.message_id)
-            history.add(self._context.client.clock.now(), error, message.delivery_count)
-            return await self._give_up(message, error, attempts=1, history=history)
+        """:meth:`_process` inside the message's processing span, turning a bug outside
+        the handler (a raising router, say) into a failure of this message instead of
+        the death of the session actor."""
+        with self._context.client.telemetry.process(message) as processing:
+            self._processing = processing
+            try:
+                outcome = await self._process(message)
+            except Exception as error:
+                processing.fail(error)
+                outcome = await self._failed_outside_handler(message, error)
+            finally:
+                self._processing = None
+            processing.outcome = outcome.value
+            return outcome
+
+    async def _failed_outside_handler(self, message: ReceivedMessage, error: Exception) -> Outcome:
+        if message.receipt.token in self._settled:  # it failed while settling
+            self._context.stats.settle_failures += 1
+            return Outcome.LOST
+        # the type only at ERROR: an error's text may quote the payload
+        logger.error(
+            "processing failed outside the handler: %s",
+            error_type(error),
+            extra=log_fields("process", None, message),
+        )
+        logger.debug("processing failed outside the handler", exc_info=error)
+        history = self._parts.histories.of(message.message_id)
+        history.add(self._context.client.clock.now(), error, message.delivery_count)
+        return await self._give_up(message, error, attempts=1, history=history)
 
     async def _process(self, message: ReceivedMessage) -> Outcome:
         context = self._context
         settings = context.settings
+        processing = self._processing
         if isinstance(message, UndecryptableMessage):
             # the client could not decrypt it (or refused it as plaintext): permanent
+            if processing is not None:
+                processing.fail(message.error)
             return await self._dead_letter(
                 message,
                 type(message.error).__name__,
@@ -230,7 +250,8 @@ class SessionActor(AsyncioActor):
                 return await self._abandon(message)
             verdict = False
             try:
-                await handler.ask(Event.from_message(message, event_type, attempt))
+                trace_context = processing.trace_context if processing is not None else None
+                await handler.ask(Event.from_message(message, event_type, attempt, trace_context))
             except Exception as error:
                 if isinstance(error, ActorDeadError) and not handler.is_alive():
                     # the handler actor died under us; the supervisor restarts it
@@ -239,6 +260,8 @@ class SessionActor(AsyncioActor):
                         return await self._abandon(message)
                     continue
                 history.add(context.client.clock.now(), error, message.delivery_count)
+                if processing is not None:
+                    processing.fail(error)
                 if self._is_permanent(error):
                     histories.forget(message.message_id)
                     return await self._dead_letter(
@@ -260,6 +283,7 @@ class SessionActor(AsyncioActor):
                 charged += 1
                 if charged < retry.attempts and not context.draining:
                     context.stats.retried += 1
+                    context.client.telemetry.count_retry("process", settings.queue, error)
                     await asyncio.sleep(retry.delay(charged))
                     if not context.draining:
                         continue
@@ -296,9 +320,9 @@ class SessionActor(AsyncioActor):
                 history=history,
             )
         logger.info(
-            "handler failed, abandoning for redelivery: %s",
-            error,
-            extra={"message_id": message.message_id, "session_id": message.session_id},
+            "handler failed (%s), abandoning for redelivery",
+            error_type(error),
+            extra=log_fields("process", None, message),
         )
         return await self._abandon(message)
 
@@ -391,8 +415,14 @@ class SessionActor(AsyncioActor):
         self._settled.add(message.receipt.token)
         self._parts.renewer.release(message.receipt)
         try:
+            processing = self._processing
+            trace_context = processing.trace_context if processing is not None else None
             moved = await self._parts.dead_letters.ask(
-                ProxyCall(("dead_letter",), (message, reason, description, properties), {})
+                ProxyCall(
+                    ("dead_letter",),
+                    (message, reason, description, properties),
+                    {"trace_context": trace_context},
+                )
             )
         finally:
             self._context.settled()
@@ -414,7 +444,7 @@ class SessionActor(AsyncioActor):
             self._context.stats.lost_locks += 1
             logger.warning(
                 "lock lost before settling; the message will be delivered again",
-                extra={"message_id": message.message_id, "session_id": message.session_id},
+                extra=log_fields("settle", None, message),
             )
             return Outcome.LOST
         except QueueError as error:
@@ -422,7 +452,7 @@ class SessionActor(AsyncioActor):
             logger.warning(
                 "could not settle (%s); the message will be delivered again",
                 error,
-                extra={"message_id": message.message_id, "session_id": message.session_id},
+                extra=log_fields("settle", None, message),
             )
             return Outcome.LOST
         finally:

@@ -142,6 +142,31 @@ def _dedup_id(group_id: str, body: str, attributes: Mapping[str, Mapping[str, An
     return digest.hexdigest()
 
 
+TRACE_FIELDS = frozenset({"traceparent", "tracestate", "baggage"})
+"""W3C trace-context attributes: new on every send, so not part of a message's identity."""
+
+
+def _message_dedup_id(group_id: str, message: Message) -> str:
+    """FIFO deduplication id of a message: everything that makes it this message, except
+    trace context — re-sending a message (a GitHub redelivery, say) from another trace
+    must still be recognised as the same message within SQS's five-minute window."""
+    digest = hashlib.sha256()
+    parts = [
+        group_id,
+        message.message_id,
+        message.correlation_id or "",
+        message.content_type or "",
+        "" if message.time_to_live is None else repr(message.time_to_live),
+    ]
+    for name in sorted(message.attributes):
+        if name.lower() not in TRACE_FIELDS:
+            parts += [name, message.attributes[name]]
+    for part in (*(text.encode() for text in parts), message.body):
+        digest.update(len(part).to_bytes(4, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
 def _plain_group(message_id: str) -> str:
     """The MessageGroupId of a message without session on a FIFO queue: its own group."""
     return "qr-" + hashlib.sha256(message_id.encode()).hexdigest()[:40]
@@ -157,6 +182,8 @@ class Outgoing:
     group_id: str | None
     delay: int
     size: int
+    dedup_id: str | None = None
+    """FIFO deduplication id; None: a hash of the whole entry."""
 
     def entry(self, entry_id: str) -> dict[str, Any]:
         """The ``SendMessageBatch`` entry (with group and deduplication id on FIFO queues)."""
@@ -167,7 +194,9 @@ class Outgoing:
             entry["DelaySeconds"] = self.delay
         if self.group_id is not None:
             entry["MessageGroupId"] = self.group_id
-            entry["MessageDeduplicationId"] = _dedup_id(self.group_id, self.body, self.attributes)
+            entry["MessageDeduplicationId"] = self.dedup_id or _dedup_id(
+                self.group_id, self.body, self.attributes
+            )
         return entry
 
 
@@ -260,7 +289,8 @@ def encode(message: Message, *, fifo: bool, now: float) -> Outgoing:
         raise MessageTooLargeError(
             size, MAX_MESSAGE_SIZE, operation="send", message_id=message.message_id
         )
-    return Outgoing(message.message_id, text, attributes, group_id, delay, size)
+    dedup_id = None if group_id is None else _message_dedup_id(group_id, message)
+    return Outgoing(message.message_id, text, attributes, group_id, delay, size, dedup_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,6 +153,25 @@ def test_fifo_deduplication_ids_follow_the_whole_message() -> None:
         assert entry["MessageDeduplicationId"] != first["MessageDeduplicationId"]
 
 
+def test_fifo_deduplication_ignores_trace_context_so_a_resend_from_another_trace_is_dropped() -> (
+    None
+):
+    traced = {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01", "tracestate": "a=1"}
+    first = qr.Message(b"same", session_id="s", message_id="delivery-1", attributes=traced)
+    resent = qr.Message(
+        b"same",
+        session_id="s",
+        message_id="delivery-1",
+        attributes={"traceparent": "00-" + "3" * 32 + "-" + "4" * 16 + "-01"},
+    )
+
+    a = encode(first, fifo=True, now=NOW).entry("0")
+    b = encode(resent, fifo=True, now=NOW).entry("0")
+
+    assert a["MessageDeduplicationId"] == b["MessageDeduplicationId"]
+    assert a["MessageAttributes"]["traceparent"] != b["MessageAttributes"]["traceparent"]
+
+
 def test_messages_without_session_get_their_own_group_on_fifo_queues() -> None:
     a = encode(qr.Message(b"a"), fifo=True, now=NOW)
     b = encode(qr.Message(b"b"), fifo=True, now=NOW)
