@@ -91,6 +91,17 @@ from queue_runtime.retry import Backoff, RetryPolicy
 
 __version__ = "0.1.0"
 
+from queue_runtime.health import HealthReport, HealthStatus
+from queue_runtime.session_keys import (
+    CompositeKey,
+    Fallback,
+    MessageFields,
+    NoOrdering,
+    SessionKeyStrategy,
+    SingleField,
+)
+from queue_runtime.telemetry import Telemetry
+
 __all__ = [
     "AuthenticationError",
     "AuthorizationError",
@@ -104,6 +115,7 @@ __all__ = [
     "CircuitOpenError",
     "CircuitState",
     "Clock",
+    "CompositeKey",
     "ConfigurationError",
     "ConnectionFailedError",
     "CryptoConfig",
@@ -112,6 +124,9 @@ __all__ = [
     "DecryptionFailedError",
     "EncryptionKey",
     "EnvKeyProvider",
+    "Fallback",
+    "HealthReport",
+    "HealthStatus",
     "InMemoryConfig",
     "InvalidEnvelopeError",
     "InvalidReceiptError",
@@ -122,9 +137,11 @@ __all__ = [
     "Message",
     "MessageCrypto",
     "MessageExpiredError",
+    "MessageFields",
     "MessageId",
     "MessageTooLargeError",
     "MultiKeyProvider",
+    "NoOrdering",
     "NonceReusedError",
     "OperationTimeoutError",
     "PlaintextPolicy",
@@ -142,6 +159,7 @@ __all__ = [
     "Secret",
     "SessionClient",
     "SessionId",
+    "SessionKeyStrategy",
     "SessionLockLostError",
     "SessionLockedError",
     "SessionNotFoundError",
@@ -149,8 +167,10 @@ __all__ = [
     "SessionReceiver",
     "SessionSupport",
     "SessionsNotSupportedError",
+    "SingleField",
     "StaticKeyProvider",
     "SystemClock",
+    "Telemetry",
     "ThrottledError",
     "TimeoutConfig",
     "UndecryptableMessage",
