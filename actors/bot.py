@@ -48,6 +48,7 @@ from typing import Any, Literal, Self
 from pykka import ActorDeadError
 from pykka.messages import ProxyCall
 
+from queue_runtime.actors.completions import Completions
 from queue_runtime.actors.context import BotContext, BotSettings, BotStats, Router
 from queue_runtime.actors.dead_letters import DeadLetterActor
 from queue_runtime.actors.handlers import Handler, HandlerSupervisor, RestartPolicy, routes
@@ -176,6 +177,7 @@ class Bot:
         self._context: BotContext | None = None
         self._refs: dict[str, AsyncioActorRef[Any]] = {}
         self._renewer: LockRenewer | None = None
+        self._completions: Completions | None = None
         self._stopped = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         """Waits for an actor's stop request and stops the bot; owned and awaited here."""
@@ -215,6 +217,8 @@ class Bot:
             )
             dead_letters = self._refs["dead_letters"] = DeadLetterActor.start(context)
             parts = _Parts(context, handlers, dead_letters, renewer)
+            if Completions.worthwhile(self._client):
+                parts.completions = self._completions = Completions(self._client)
             sessions = self._refs["sessions"] = SessionSupervisor.start(parts)
             self._refs["receiver"] = ReceiverActor.start(context, sessions, handlers, renewer)
             loop = asyncio.get_running_loop()
@@ -300,6 +304,8 @@ class Bot:
                     await ref.stop()  # False (no error) if it had died already
             if self._renewer is not None:
                 await self._renewer.stop()
+            if self._completions is not None:
+                await self._completions.close()
         finally:
             if self._owns_client and self._client is not None:
                 await self._client.aclose()

@@ -33,6 +33,7 @@ from typing import Any, cast
 from pykka import ActorDeadError
 from pykka.messages import ProxyCall
 
+from queue_runtime.actors.completions import Completions
 from queue_runtime.actors.context import BotContext
 from queue_runtime.actors.dead_letters import (
     DeadLetterActor,
@@ -110,6 +111,8 @@ class _Parts:
     renewer: LockRenewer
     supervisor: AsyncioActorRef[Any] | None = None
     handler_refs: dict[str, AsyncioActorRef[Any]] = field(default_factory=dict)
+    completions: Completions | None = None
+    """Batched completion, where the provider has it (SQS); else one by one."""
     histories: FailureHistories = field(default_factory=FailureHistories)
     """Failures of messages that may come back, so a record spans their deliveries."""
 
@@ -370,7 +373,11 @@ class SessionActor(AsyncioActor):
     # -- settling -----------------------------------------------------------------
 
     async def _complete(self, message: ReceivedMessage) -> Outcome:
-        outcome = await self._settle(message, self._context.client.complete_message)
+        completions = self._parts.completions
+        complete = (
+            self._context.client.complete_message if completions is None else completions.complete
+        )
+        outcome = await self._settle(message, complete)
         if outcome is Outcome.COMPLETED:
             self._context.stats.completed += 1
         return outcome

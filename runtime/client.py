@@ -71,6 +71,7 @@ from queue_runtime.provider import (
     SessionProvider,
     SessionReceiver,
     SessionSupport,
+    SupportsCompleteMany,
     create_provider,
 )
 from queue_runtime.telemetry import Telemetry, error_type, log_fields
@@ -294,6 +295,53 @@ class QueueClient:
             await self._call("complete", receipt.queue, lambda: self._provider.complete(receipt))
         self.telemetry.count_settled("complete", receipt)
         _log_settled("completed a message", "complete", receipt)
+
+    async def complete_messages(self, receipts: Sequence[ReceiptHandle]) -> list[QueueError | None]:
+        """Complete several messages of one queue in as few requests as the provider allows.
+
+        Returns one entry per receipt: ``None`` if it was completed, else the
+        error that kept it (``InvalidReceiptError`` if its lock was lost). A
+        receipt whose batch entry failed transiently is retried on its own, with
+        the client's retry policy. Providers without batch completion (memory,
+        Azure) complete the messages one by one, side by side.
+
+        Example:
+            >>> import asyncio
+            >>> import queue_runtime as qr
+            >>> async def main() -> list[qr.QueueError | None]:
+            ...     async with await qr.create_client(qr.InMemoryConfig()) as client:
+            ...         await client.send_messages("jobs", [qr.Message(b"1"), qr.Message(b"2")])
+            ...         batch = await client.receive_messages("jobs", 10, timeout=1.0)
+            ...         return await client.complete_messages([m.receipt for m in batch])
+            >>> asyncio.run(main())
+            [None, None]
+        """
+        if not receipts:
+            return []
+        queue = receipts[0].queue
+        if any(receipt.queue != queue for receipt in receipts):
+            raise ValidationError("receipts of one queue only", field="receipts")
+        provider = self._provider
+        if not isinstance(provider, SupportsCompleteMany):
+            outcomes = await asyncio.gather(
+                *(self.complete_message(receipt) for receipt in receipts), return_exceptions=True
+            )
+            return [_settle_result(outcome) for outcome in outcomes]
+        with self.telemetry.settle("complete", queue, dead_letter=receipts[0].dead_letter):
+            results = list(
+                await self._call("complete", queue, lambda: provider.complete_many(receipts))
+            )
+        for receipt, result in zip(receipts, results, strict=True):
+            if result is None:
+                self.telemetry.count_settled("complete", receipt)
+        retry = [i for i, error in enumerate(results) if error is not None and error.transient]
+        if retry:  # the rest of the batch is done: only these go again, each on its own
+            again = await asyncio.gather(
+                *(self.complete_message(receipts[i]) for i in retry), return_exceptions=True
+            )
+            for position, outcome in zip(retry, again, strict=True):
+                results[position] = _settle_result(outcome)
+        return results
 
     async def abandon_message(self, receipt: ReceiptHandle, delay: float | None = None) -> None:
         """Make the message visible again, at once or after ``delay`` seconds."""
@@ -766,6 +814,13 @@ def _log_each(
     if logger.isEnabledFor(logging.DEBUG):
         for message in messages:
             logger.debug(text, extra=log_fields(operation, queue, message))
+
+
+def _settle_result(outcome: BaseException | None) -> QueueError | None:
+    """A gathered settle's result: None, or its QueueError (anything else propagates)."""
+    if outcome is None or isinstance(outcome, QueueError):
+        return outcome
+    raise outcome
 
 
 def _log_settled(text: str, operation: str, receipt: ReceiptHandle) -> None:

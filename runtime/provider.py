@@ -8,7 +8,10 @@ most) one service request, so ``send`` never receives more than
 
 A provider may also define ``check_messages(queue, messages)``, raising for
 any message it would refuse; the client calls it before sending the first
-batch, so that a send fails with nothing sent.
+batch, so that a send fails with nothing sent. And ``complete_many(receipts)``
+(see :class:`SupportsCompleteMany`), which completes several messages in as
+few requests as the service allows; without it the client completes them one
+by one.
 
 Providers are found through a registry keyed by the config's ``kind``; the
 built-in adapters are imported lazily so that ``import queue_runtime`` works
@@ -30,7 +33,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from queue_runtime.clock import Clock
-from queue_runtime.errors import ConfigurationError
+from queue_runtime.errors import ConfigurationError, QueueError
 from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
 
 __all__ = [
@@ -206,3 +209,16 @@ def create_provider(config: Any, clock: Clock) -> QueueProvider:
         assert callable(factory)
         _FACTORIES[kind] = factory
     return factory(config, clock)
+
+
+@runtime_checkable
+class SupportsCompleteMany(Protocol):
+    """The optional batch-complete hook (SQS: ``DeleteMessageBatch``).
+
+    Returns one entry per receipt, in order: ``None`` if completed, else the
+    error that kept it. Raises only if nothing was tried.
+    """
+
+    async def complete_many(
+        self, receipts: Sequence[ReceiptHandle]
+    ) -> Sequence[QueueError | None]: ...

@@ -194,52 +194,45 @@ class SqsProvider:
         await self._settle_call(held, "delete_message", "complete", ReceiptHandle=held.handle)
         self._forget(held)
 
-    async def complete_many(self, receipts: Sequence[ReceiptHandle]) -> None:
+    async def complete_many(self, receipts: Sequence[ReceiptHandle]) -> list[QueueError | None]:
         """Complete several messages with ``DeleteMessageBatch`` (10 per request).
 
-        Every receipt is tried. If any could not be settled, raises afterwards
-        the error of the first failure (``InvalidReceiptError`` for bad
-        receipts), saying how many and which message ids failed.
+        Every receipt is tried; the result has one entry per receipt: ``None``
+        if it was completed, else the error that kept it (``InvalidReceiptError``
+        for a lost or unknown receipt, a transient error worth retrying alone).
 
         Example:
             >>> # batch = await provider.receive(queue, 10, timeout=5.0)
-            >>> # await provider.complete_many([m.receipt for m in batch])
+            >>> # results = await provider.complete_many([m.receipt for m in batch])
         """
         self._before("complete")
-        failures: list[tuple[QueueError, str]] = []
-        by_state: dict[int, tuple[QueueState, list[Held]]] = {}
-        for receipt in receipts:
+        results: list[QueueError | None] = [None] * len(receipts)
+        by_state: dict[int, tuple[QueueState, list[tuple[int, Held]]]] = {}
+        for position, receipt in enumerate(receipts):
             try:
                 held = self._lookup(receipt, "complete")
             except QueueError as exc:
-                failures.append((exc, "?"))
+                results[position] = exc
                 continue
             held.settling = True
-            by_state.setdefault(id(held.state), (held.state, []))[1].append(held)
+            by_state.setdefault(id(held.state), (held.state, []))[1].append((position, held))
         for state, helds in by_state.values():
             for start in range(0, len(helds), MAX_BATCH):
                 chunk = helds[start : start + MAX_BATCH]
-                pairs = [(h.handle, h.message.message_id) for h in chunk]
+                pairs = [(h.handle, h.message.message_id) for _, h in chunk]
                 try:
                     errors = await self._transport.delete_batch(state, pairs, "complete")
                 except QueueError as exc:
                     errors = dict.fromkeys(range(len(chunk)), exc)
-                for index, held in enumerate(chunk):
-                    held.settling = False
+                finally:
+                    for _, held in chunk:
+                        held.settling = False
+                for index, (position, held) in enumerate(chunk):
                     error = errors.get(index)
                     if error is None or isinstance(error, InvalidReceiptError):
                         self._forget(held)
-                    if error is not None:
-                        failures.append((error, held.message.message_id))
-        if failures:
-            first, _ = failures[0]
-            ids = ", ".join(message_id for _, message_id in failures)
-            first.message = (
-                f"{len(failures)} of {len(receipts)} could not be completed ({ids}): "
-                f"{first.message}"
-            )
-            first.args = (first.message,)
-            raise first
+                    results[position] = error
+        return results
 
     async def abandon(self, receipt: ReceiptHandle, delay: float | None = None) -> None:
         """Visible again at once or after ``delay`` s; at the delivery limit, dead-lettered."""

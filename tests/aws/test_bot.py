@@ -11,6 +11,7 @@ import queue_runtime as qr
 from queue_runtime.actors import Bot, Event, Handler, PermanentFailure
 from queue_runtime.dlq import FailureRecord
 from queue_runtime.providers.aws import SqsProvider
+from tests.aws.conftest import record_calls
 
 
 async def test_a_bot_handles_a_fifo_queue_in_order_per_session_and_dead_letters_poison(
@@ -89,3 +90,35 @@ async def test_a_dead_letter_on_sqs_carries_the_bots_failure_record(
     assert record.traceback is not None
     assert "schema mismatch" in record.traceback
     assert letter.attributes["event_type"] == "push"
+
+
+async def test_a_busy_bot_completes_in_batches_of_many_messages_per_request(
+    provider: SqsProvider, client: qr.QueueClient
+) -> None:
+    queue = "bot-batches.fifo"
+    await provider.create_queue(queue)
+
+    class Slow(Handler):
+        event_types: ClassVar[tuple[str, ...]] = ("push",)
+
+        async def handle(self, event: Event) -> None:
+            await asyncio.sleep(0.01)  # many sessions finish together, as under real load
+
+    total = 200
+    await client.send_messages(
+        queue,
+        [
+            qr.Message(b"{}", attributes={"event_type": "push"}, session_id=f"o/r/{n}")
+            for n in range(total)
+        ],
+    )
+    calls = await record_calls(provider)
+    async with Bot(client, queue, [Slow], receive_wait=0.2) as bot:
+        deadline = time.monotonic() + 60
+        while bot.stats().completed < total:
+            assert time.monotonic() < deadline, f"bot stalled: {bot.stats()}"
+            await asyncio.sleep(0.05)
+
+    assert "DeleteMessage" not in calls
+    deletes = calls.count("DeleteMessageBatch")
+    assert total / deletes >= 5, f"{deletes} DeleteMessageBatch requests for {total} messages"
