@@ -204,3 +204,42 @@ async def test_client_log_records_carry_the_structured_fields(
         "o/r/1",
         1,
     )
+
+
+async def test_a_bot_logs_no_body_even_when_handlers_fail_with_it(
+    captured: list[logging.LogRecord],
+) -> None:
+    """Handlers' errors often quote the payload; the bot logs their type, never their text."""
+    import asyncio
+
+    from queue_runtime.actors import Bot, Event, Handler, PermanentFailure
+
+    class Leaky(Handler):
+        event_types = ("push",)
+
+        async def handle(self, event: Event) -> None:
+            payload = event.json()
+            if payload["n"] == 0:
+                raise PermanentFailure(f"cannot handle {payload}")
+            if payload["n"] == 1 and event.delivery_count == 1:
+                raise ValueError(f"bad token {payload['token']}")
+
+    provider = InMemoryProvider()
+    async with qr.QueueClient(provider) as client:
+        await client.send_messages(
+            "events",
+            [qr.Message(_body(n), attributes={"event_type": "push"}) for n in range(3)]
+            + [qr.Message(_body(9), attributes={"event_type": "unknown"})],
+        )
+        retry = qr.RetryPolicy(max_attempts=1)
+        async with Bot(client, "events", [Leaky], retry=retry, receive_wait=0.05) as bot:
+            while bot.stats().completed + bot.stats().dead_lettered < 4:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+
+    messages = {record.getMessage() for record in captured}
+    assert "handler failed (ValueError), abandoning for redelivery" in messages
+    assert any(m.startswith("dead-lettered") for m in messages)
+    leaks = [
+        (record.name, record.getMessage()) for record in captured if BODY in _everything_in(record)
+    ]
+    assert leaks == []
