@@ -1,11 +1,23 @@
-"""Run every benchmark: ``.venv/bin/python -m bench`` (results in bench/results/*.json)."""
+"""Run every benchmark: ``.venv/bin/python -m bench`` (results in bench/results/*.json).
+
+One suite: ``.venv/bin/python -m bench overhead``. ``bench.profile`` is not a suite (it
+compares nothing) but runs the same way: ``.venv/bin/python -m bench profile``.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-SUITES = ["bench.actors", "bench.bot", "bench.sqs_raw", "bench.crypto"]
+SUITES = [
+    "bench.actors",
+    "bench.bot",
+    "bench.overhead",
+    "bench.latency",
+    "bench.sqs_raw",
+    "bench.sqs_bot",
+    "bench.crypto",
+]
 
 
 def main() -> int:
