@@ -40,6 +40,10 @@ MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"
 TTL_EXPIRED_REASON = "TTLExpired"
 
 
+COMPACT_LOCKS_AT = 1024
+"""Lock-expiry heap size above which entries of settled records are swept out."""
+
+
 class RecordState(enum.Enum):
     PENDING = "pending"
     IN_FLIGHT = "in_flight"
@@ -351,14 +355,30 @@ class Entity:
 
     def complete(self, record: Record) -> None:
         self._settle(record)
+        self._compact_locks()
         self._forget(record)
         if record.group is not None:
             self._after_group_change(record.group)
         self.notify()
 
+    def _compact_locks(self) -> None:
+        """Drop lock-expiry entries of settled (or renewed) records once they are most of
+        the heap: a busy queue would otherwise keep every settled record for a lock time."""
+        locks = self._locks
+        if len(locks) > COMPACT_LOCKS_AT and len(locks) > 2 * len(self.in_flight):
+            self._locks = [
+                entry
+                for entry in locks
+                if entry[2].state is RecordState.IN_FLIGHT
+                and entry[2].holder is None
+                and entry[2].locked_until == entry[0]
+            ]
+            heapq.heapify(self._locks)
+
     def release(self, record: Record, now: float, delay: float | None) -> None:
         """Put an in-flight record back (abandon or lock expiry), or dead-letter it."""
         self._settle(record)
+        self._compact_locks()
         limit = self.max_delivery_count
         if limit is not None and record.delivery_count >= limit:
             self.move_to_dead_letter(

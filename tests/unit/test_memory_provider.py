@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from queue_runtime.client import QueueClient
 from queue_runtime.clock import ManualClock, to_datetime
 from queue_runtime.config import InMemoryConfig
 from queue_runtime.errors import (
@@ -1103,3 +1104,16 @@ async def test_stats_count_every_state(provider: InMemoryProvider, clock: Manual
     clock.advance(60)
     assert provider.stats(Q) == QueueStats(active=2, in_flight=0, scheduled=0, dead_lettered=1)
     assert [m.body for m in provider.pending_messages(Q)] == [b"3", b"4"]
+
+
+async def test_settled_messages_do_not_stay_in_the_lock_expiry_heap() -> None:
+    """A busy queue must not keep every settled record until its lock would have expired."""
+    provider = InMemoryProvider(InMemoryConfig(max_queue_size=100_000))
+    client = QueueClient(provider)
+    await client.send_messages("busy", [Message(b"x") for _ in range(5_000)])
+    while batch := await client.receive_messages("busy", 100, timeout=0):
+        await client.complete_messages([m.receipt for m in batch])
+
+    entity = provider._entities[QueueName("busy")]
+    assert len(entity._locks) <= 2 * 1024
+    await provider.aclose()
