@@ -240,6 +240,11 @@ class ReceiverActor(AsyncioActor):
                 except (SessionLockLostError, SessionNotFoundError):
                     logger.warning("lost the lock on session %s", key)
                     return
+                except QueueError as error:
+                    # not retried (a lost answer would let later messages overtake):
+                    # closing the session gives back everything, in order
+                    logger.warning("receive from session %s failed (%s); releasing it", key, error)
+                    return
                 if not batch:
                     return  # drained for now: free the slot for a session with work waiting
                 self.last_receive = loop.time()

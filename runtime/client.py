@@ -74,6 +74,7 @@ from queue_runtime.provider import (
     SupportsCompleteMany,
     create_provider,
 )
+from queue_runtime.retry import RetryPolicy
 from queue_runtime.telemetry import Telemetry, error_type, log_fields
 
 if TYPE_CHECKING:
@@ -574,6 +575,7 @@ class QueueClient:
         call: Callable[[], Awaitable[T]],
         *,
         timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> T:
         """Run one provider call with the circuit breaker, a timeout and retries.
 
@@ -583,7 +585,7 @@ class QueueClient:
         if self._closed:
             raise QueueError("the client is closed", operation=operation, queue=queue)
         limit = self.config.timeouts.send + (timeout or 0.0)
-        retry = self.config.retry
+        retry = retry or self.config.retry
         telemetry = self.telemetry
         circuit = self.circuit
         attempt = 1
@@ -744,7 +746,13 @@ class SessionClient:
     async def receive_messages(
         self, max_messages: int = DEFAULT_RECEIVE_BATCH, timeout: float | None = None
     ) -> list[ReceivedMessage]:
-        """Up to ``max_messages`` of the session's next messages, in order."""
+        """Up to ``max_messages`` of the session's next messages, in order.
+
+        A failed receive is not retried: if only its answer was lost, the
+        messages it took stay locked to the session, and a retry would hand out
+        the ones after them first. Close the session instead (the bot does), and
+        everything comes back in order.
+        """
         client = self._client
         count = client._receive_count(max_messages)
         wait = client._receive_timeout(timeout)
@@ -754,6 +762,7 @@ class SessionClient:
                 self.queue,
                 lambda: self._receiver.receive(count, wait),
                 timeout=wait,
+                retry=RetryPolicy.never(),
             )
             batch = await client._decrypt_all(batch)
             receiving.received(batch)

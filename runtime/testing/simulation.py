@@ -79,13 +79,11 @@ DROPPED = (
     "dead_letter",
     "renew_lock",
     "accept_session",
+    "session_receive",
     "renew_session_lock",
     "close_session",
 )
-"""Operations whose answers get lost. Not ``session_receive``: the client retries a
-session receive whose answer was lost, and the retry hands out the session's next
-messages while the lost ones are still locked to it — later messages overtake them
-(tests/testing/test_known_issues.py shows it). Put it back once that is fixed."""
+"""Operations whose answers get lost."""
 
 
 @dataclass(frozen=True, slots=True)

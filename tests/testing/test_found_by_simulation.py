@@ -1,14 +1,8 @@
-"""Bugs the simulation found in code outside the test kit, pinned until fixed.
-
-Each test is ``xfail(strict=True)``: it fails today, and the day the bug is
-fixed it passes, the suite says so, and the mark comes off.
-"""
+"""Bugs the simulation found, each with the test that would have caught it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import pytest
 
 import queue_runtime as qr
 from queue_runtime.testing import BotKit
@@ -16,15 +10,6 @@ from queue_runtime.testing import BotKit
 MakeKit = Callable[..., BotKit]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "QueueClient retries a session receive whose answer was lost; the retry hands "
-        "out the session's next message while the lost one is still locked to the "
-        "session, so it overtakes it (simulation seed 7, shrunk). The simulation leaves "
-        "session_receive out of its dropped operations until this is fixed."
-    ),
-)
 async def test_a_lost_session_receive_answer_does_not_let_later_messages_overtake(
     bot_kit_factory: MakeKit,
 ) -> None:
