@@ -8,11 +8,12 @@ Example:
     'native'
 """
 
-from .faults import FaultInjector
+from .faults import FaultInjector, FaultyProvider
 from .provider import InMemoryProvider, MemorySessionReceiver, QueueStats, create_provider
 
 __all__ = [
     "FaultInjector",
+    "FaultyProvider",
     "InMemoryProvider",
     "MemorySessionReceiver",
     "QueueStats",

@@ -68,6 +68,7 @@ from queue_runtime.errors import (
     QueueError,
     SessionLockLostError,
 )
+from queue_runtime.health import QueueInfo, SupportsQueueInfo
 from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
 from queue_runtime.provider import Capabilities, SessionProvider, SessionReceiver, SessionSupport
 
@@ -92,6 +93,7 @@ OPERATIONS = frozenset(
         "receive_dead_letters",
         "peek_dead_letters",
         "purge_dead_letters",
+        "queue_info",
     }
 )
 
@@ -442,6 +444,13 @@ class FaultyProvider:
 
     async def purge_dead_letters(self, queue: QueueName) -> int:
         return await self._call("purge_dead_letters", lambda: self.inner.purge_dead_letters(queue))
+
+    async def queue_info(self, queue: QueueName) -> QueueInfo:
+        """The health hook, through the same faults (a probe sees an outage too)."""
+        inner = self.inner
+        if not isinstance(inner, SupportsQueueInfo):
+            raise QueueError("the wrapped provider cannot tell", operation="queue_info")
+        return await self._call("queue_info", lambda: inner.queue_info(queue))
 
     async def aclose(self) -> None:
         """Close the connection (the wrapped provider stays open)."""

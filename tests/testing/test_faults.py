@@ -240,3 +240,21 @@ async def test_delay_rules_leave_check_alone_and_lose_lock_rules_only_match_lock
     assert fault is not None
     assert fault.kind == "lose_lock"
     assert faults.delay_for("complete") == 1.0
+
+
+async def test_a_health_probe_through_a_faulty_provider_sees_the_outage() -> None:
+    from queue_runtime.health import probe_queue
+    from queue_runtime.providers.memory import FaultyProvider, InMemoryProvider
+
+    inner = InMemoryProvider()
+    faulty = FaultyProvider(inner)
+    async with qr.QueueClient(faulty) as client:
+        healthy = await probe_queue(client, "jobs")
+        faulty.faults.fail_next("queue_info")
+        failing = await probe_queue(client, "jobs")
+
+    assert healthy.ok
+    assert not failing.ok
+    assert failing.error is not None
+    assert failing.error.transient
+    await inner.aclose()

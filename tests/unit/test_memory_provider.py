@@ -287,6 +287,7 @@ OPERATION_CALLS: dict[str, Callable[[_Scene], Coroutine[Any, Any, object]]] = {
     "purge_dead_letters": lambda s: s.provider.purge_dead_letters(Q),
     "create_queue": lambda s: s.provider.create_queue("another"),
     "delete_queue": lambda s: s.provider.delete_queue(Q),
+    "queue_info": lambda s: s.provider.queue_info(Q),
 }
 
 
