@@ -844,7 +844,11 @@ class SqsProvider:
                 continue
             group = held.group
             limit = self.config.max_delivery_count
-            if not held.state.dead_letter and held.delivery_count >= limit:
+            if (
+                not held.state.dead_letter
+                and held.delivery_count >= limit
+                and await self._hide_again(held)
+            ):
                 description = f"lock expired on delivery {held.delivery_count} of {limit}"
                 try:
                     await self._dead_letter_held(
@@ -861,6 +865,30 @@ class SqsProvider:
             if group is not None and group.buffered and group.lock is None:
                 # it is visible in SQS again: let SQS have the rest of its group too
                 await self._release(list(group.buffered), "lock_expiry")
+
+    async def _hide_again(self, held: Held) -> bool:
+        """Make a message whose lock ran out invisible again before dead-lettering it.
+
+        By now SQS may hand it out again — or its redrive policy may move it to the
+        DLQ on the next receive, anyone's. Copying it to the DLQ ourselves would
+        then leave it there twice. So first take it back: if that fails (SQS says
+        it is no longer in flight, or it is gone), someone else has it, and the
+        redrive policy or the next receive's over-delivery check dead-letters it,
+        once.
+        """
+        try:
+            await self._transport.call(
+                held.state,
+                "change_message_visibility",
+                "lock_expiry",
+                receipt=True,
+                message_id=held.message.message_id,
+                ReceiptHandle=held.handle,
+                VisibilityTimeout=math.ceil(max(self._visibility, 30.0)),
+            )
+        except QueueError:
+            return False
+        return True
 
     # -- sessions (see .sessions for the semantics) -------------------------------------
 

@@ -1,0 +1,57 @@
+"""What the proofs publish, and how they watch a queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import queue_runtime as qr
+from queue_runtime.providers.aws import SqsProvider
+
+from .bot_process import EVENT_TYPE
+
+
+def messages(sessions: int, per_session: int, *, blocks: bool = False) -> list[qr.Message]:
+    """``per_session`` messages for each of ``sessions`` sessions, numbered by ``seq`` in
+    publish order. Interleaved (s0:0, s1:0, ..., s0:1, ...) unless ``blocks``
+    (s0:0, s0:1, ..., s1:0, ...), which lets one SQS receive take many of a session."""
+    order = (
+        [(s, n) for s in range(sessions) for n in range(per_session)]
+        if blocks
+        else [(s, n) for n in range(per_session) for s in range(sessions)]
+    )
+    return [
+        qr.Message.from_json({"seq": n}, session_id=f"s{s}", attributes={"event_type": EVENT_TYPE})
+        for s, n in order
+    ]
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]], timeout: float, what: Callable[[], str]
+) -> None:
+    """Poll ``condition`` every 0.1 s; fail with ``what()`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s: {what()}")
+        await asyncio.sleep(0.1)
+
+
+async def queue_depth(provider: SqsProvider, queue: str) -> tuple[int, int]:
+    """(visible, in flight) messages of ``queue`` as SQS counts them, without receiving."""
+    sqs = await provider.client()
+    url = (await sqs.get_queue_url(QueueName=queue))["QueueUrl"]
+    attributes = (
+        await sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+            ],
+        )
+    )["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
