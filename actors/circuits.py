@@ -69,6 +69,10 @@ class HandlerCircuit:
     def state(self) -> CircuitState:
         return self.breaker.state
 
+    def admits_now(self) -> bool:
+        """True when a call may be made at once, not as a probe (the usual case: closed)."""
+        return not self.breaker.config.enabled or self.breaker.state is CircuitState.CLOSED
+
     async def admit(self, give_up: Callable[[], bool] = lambda: False) -> bool | None:
         """Wait until a call may be made: True if the call is a half-open probe, False
         if the circuit is closed, None if ``give_up()`` turned true while waiting
@@ -100,6 +104,8 @@ class HandlerCircuit:
 
     def succeeded(self, probe: bool) -> None:
         """Record a successful call (``probe`` as returned by :meth:`admit`)."""
+        if not (probe or self._failing) and self.breaker.state is CircuitState.CLOSED:
+            return  # closed and nothing failed since the last success: nothing to record
         if probe:
             self._probes -= 1
         self._failing.clear()

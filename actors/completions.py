@@ -10,7 +10,8 @@ batch; when idle, a completion costs what it did alone.
 
 Each caller still learns its own message's fate: ``complete`` raises the
 error of that receipt (``InvalidReceiptError`` for a lost lock), exactly like
-``QueueClient.complete_message``.
+``QueueClient.complete_message``. A batch's ``complete`` span is a child of
+its first message's processing span.
 
 Example:
     >>> import asyncio
@@ -32,12 +33,19 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+
 from queue_runtime.client import QueueClient
 from queue_runtime.errors import QueueError
 from queue_runtime.messages import ReceiptHandle
 from queue_runtime.provider import SupportsCompleteMany
+from queue_runtime.telemetry import activate
 
 __all__ = ["MAX_REQUESTS", "Completions"]
+
+Waiting = tuple[ReceiptHandle, "asyncio.Future[QueueError | None]", Context]
+"""A receipt, its caller's answer, and its caller's trace context."""
 
 MAX_REQUESTS = 4
 """Batch requests in flight at once (more would split batches that could be full)."""
@@ -49,7 +57,7 @@ class Completions:
     def __init__(self, client: QueueClient) -> None:
         self._client = client
         self._batch_size = client.max_batch_size
-        self._waiting: deque[tuple[ReceiptHandle, asyncio.Future[QueueError | None]]] = deque()
+        self._waiting: deque[Waiting] = deque()
         self._senders: set[asyncio.Task[None]] = set()
         self.requests = 0
         """Batch requests made (for measuring)."""
@@ -63,7 +71,7 @@ class Completions:
         """Complete the message of ``receipt`` with others; raises its error, if any."""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[QueueError | None] = loop.create_future()
-        self._waiting.append((receipt, answer))
+        self._waiting.append((receipt, answer, otel_context.get_current()))
         if len(self._senders) < MAX_REQUESTS:
             sender = loop.create_task(self._send(), name="completions")
             self._senders.add(sender)
@@ -79,18 +87,20 @@ class Completions:
             batch = [waiting.popleft() for _ in range(min(self._batch_size, len(waiting)))]
             self.requests += 1
             try:
-                results = await self._client.complete_messages([receipt for receipt, _ in batch])
+                # the batch's span goes under the first message's processing span
+                with activate(batch[0][2]):
+                    results = await self._client.complete_messages([item[0] for item in batch])
             except QueueError as error:  # nothing was tried (a closed client, say)
                 results = [error] * len(batch)
             except asyncio.CancelledError:
                 _answer(batch, QueueError("interrupted while completing", operation="complete"))
                 raise
             except Exception as error:  # a provider bug: each caller sees it
-                for _, answer in batch:
+                for _, answer, _ in batch:
                     if not answer.done():
                         answer.set_exception(error)
                 continue
-            for (_, answer), result in zip(batch, results, strict=True):
+            for (_, answer, _), result in zip(batch, results, strict=True):
                 if not answer.done():  # its caller may have been cancelled meanwhile
                     answer.set_result(result)
 
@@ -106,9 +116,7 @@ class Completions:
         _answer(waiting, QueueError("the bot stopped before completing", operation="complete"))
 
 
-def _answer(
-    batch: list[tuple[ReceiptHandle, asyncio.Future[QueueError | None]]], error: QueueError
-) -> None:
-    for _, answer in batch:
+def _answer(batch: list[Waiting], error: QueueError) -> None:
+    for _, answer, _ in batch:
         if not answer.done():
             answer.set_result(error)

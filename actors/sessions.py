@@ -241,14 +241,16 @@ class SessionActor(AsyncioActor):
             )
         retry = settings.retry
         histories = self._parts.histories
-        history = histories.of(message.message_id)
+        history: FailureHistory | None = None  # made on the first failure only
         attempt = 1  # handler calls in this delivery
         charged = 0  # failures charged to the message (not to an open circuit)
         while True:
             handler = await self._handler(event_type)
             handler_name = handler.actor_class.__name__
             circuit = context.circuits[handler_name]
-            probe = await circuit.admit(give_up=lambda: context.draining)
+            probe: bool | None = False
+            if not circuit.admits_now():
+                probe = await circuit.admit(give_up=lambda: context.draining)
             if probe is None:  # held while the circuit was open, and the bot is stopping
                 return await self._abandon(message)
             verdict = False
@@ -262,6 +264,7 @@ class SessionActor(AsyncioActor):
                     if context.draining:
                         return await self._abandon(message)
                     continue
+                history = history or histories.of(message.message_id)
                 history.add(context.client.clock.now(), error, message.delivery_count)
                 if processing is not None:
                     processing.fail(error)

@@ -17,6 +17,7 @@ SUITES = [
     "bench.sqs_raw",
     "bench.sqs_bot",
     "bench.crypto",
+    "bench.telemetry",
 ]
 
 

@@ -185,6 +185,22 @@ class InMemoryProvider:
         entity.complete(record)
         self._after("complete")
 
+    async def complete_many(self, receipts: Sequence[ReceiptHandle]) -> list[QueueError | None]:
+        """Complete several messages in one call; per receipt, None or its error.
+
+        Each receipt is settled, and meets injected faults, on its own, like one
+        entry of an SQS ``DeleteMessageBatch``.
+        """
+        results: list[QueueError | None] = []
+        for receipt in receipts:
+            try:
+                await self.complete(receipt)
+            except QueueError as error:
+                results.append(error)
+            else:
+                results.append(None)
+        return results
+
     async def abandon(self, receipt: ReceiptHandle, delay: float | None = None) -> None:
         self._before("abandon")
         if delay is not None and not 0 <= delay < float("inf"):

@@ -1118,3 +1118,19 @@ async def test_settled_messages_do_not_stay_in_the_lock_expiry_heap() -> None:
     entity = provider._entities[QueueName("busy")]
     assert len(entity._locks) <= 2 * 1024
     await provider.aclose()
+
+
+async def test_complete_many_settles_each_receipt_and_reports_each_error() -> None:
+    provider = InMemoryProvider(InMemoryConfig())
+    await provider.send(Q, [msg("1"), msg("2"), msg("3")])
+    first, second, third = await provider.receive(Q, 3, 0)
+    await provider.complete(second.receipt)
+    provider.faults.fail_next("complete")
+
+    results = await provider.complete_many([first.receipt, second.receipt, third.receipt])
+
+    assert isinstance(results[0], ConnectionFailedError)  # the injected fault
+    assert isinstance(results[1], InvalidReceiptError)  # settled already
+    assert results[2] is None
+    assert provider.stats(Q).in_flight == 1  # only the faulted one is still held
+    await provider.aclose()
