@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import queue_runtime as qr
 from bench.harness import Row, interleaved, report, save
@@ -37,16 +38,23 @@ def _messages() -> list[qr.Message]:
     ]
 
 
-async def _filled_client() -> qr.QueueClient:
+async def _filled_client(
+    messages: list[qr.Message] | None = None, **options: Any
+) -> qr.QueueClient:
+    """A client on a fresh memory provider holding ``messages`` (default: this benchmark's);
+    ``options`` go to the client (e.g. ``tracer_provider=``)."""
     provider = InMemoryProvider(qr.InMemoryConfig(max_queue_size=1_000_000))
-    client = qr.QueueClient(provider)
-    await client.send_messages(QUEUE, _messages())
+    client = qr.QueueClient(provider, **options)
+    await client.send_messages(QUEUE, _messages() if messages is None else messages)
     return client
 
 
-async def _bot_run() -> float:
-    client = await _filled_client()
-    total = SESSIONS * PER_SESSION
+async def _bot_run(
+    client: qr.QueueClient | None = None, total: int = SESSIONS * PER_SESSION
+) -> float:
+    """Messages per second for the bot to handle ``total`` messages of ``client``'s queue
+    (default: a fresh queue with this benchmark's messages)."""
+    client = client or await _filled_client()
     started = time.perf_counter()
     async with Bot(client, QUEUE, [NoOp], max_in_flight=2_000, receive_wait=0.05) as bot:
         while bot.stats().completed < total:  # noqa: ASYNC110 - polling is the measurement

@@ -21,7 +21,6 @@ Run: ``.venv/bin/python -m bench telemetry``.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -31,10 +30,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import queue_runtime as qr
-from bench.bot import QUEUE, NoOp
+from bench.bot import _bot_run, _filled_client
 from bench.harness import Row, interleaved, report, save
-from queue_runtime.actors import Bot
-from queue_runtime.providers.memory import InMemoryProvider
 
 SESSIONS = 200
 PER_SESSION = 20
@@ -59,17 +56,8 @@ def _metrics() -> dict[str, Any]:
 
 
 async def _run(telemetry: dict[str, Any]) -> float:
-    provider = InMemoryProvider(qr.InMemoryConfig(max_queue_size=1_000_000))
-    client = qr.QueueClient(provider, **telemetry)
-    await client.send_messages(QUEUE, _messages())
-    total = SESSIONS * PER_SESSION
-    started = time.perf_counter()
-    async with Bot(client, QUEUE, [NoOp], max_in_flight=2_000, receive_wait=0.05) as bot:
-        while bot.stats().completed < total:  # noqa: ASYNC110 - polling is the measurement
-            await asyncio.sleep(0.001)
-        elapsed = time.perf_counter() - started
-    await client.aclose()
-    return total / elapsed
+    messages = _messages()
+    return await _bot_run(await _filled_client(messages, **telemetry), len(messages))
 
 
 def cost() -> list[Row]:

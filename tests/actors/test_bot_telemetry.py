@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
@@ -20,16 +17,7 @@ import queue_runtime as qr
 from queue_runtime import telemetry
 from queue_runtime.actors import Bot, Event, Handler, PermanentFailure
 from queue_runtime.providers.memory import InMemoryProvider
-
-QUEUE = "events"
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
+from tests.actors.test_bot import QUEUE, wait_until
 
 
 def _metric(reader: InMemoryMetricReader, name: str) -> list[tuple[dict[str, Any], Any]]:
