@@ -1,4 +1,4 @@
-"""Completing messages in batches, where the provider can (SQS ``DeleteMessageBatch``).
+"""Completing messages in batches, where the provider can (SQS ``DeleteMessageBatch``, memory).
 
 Session actors complete one message at a time, each waiting for its own
 answer; many sessions complete at once. :class:`Completions` gathers those
