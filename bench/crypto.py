@@ -88,11 +88,6 @@ def overhead(size: int) -> Row:
 def main() -> list[Row]:
     rows = [overhead(size) for size in MESSAGES]
     report("message encryption", rows)
-    for row in rows:
-        print(
-            f"  {row.detail['body_bytes']:>6} B: +{row.detail['overhead_us_per_message']:.1f} us"
-            f"/message; AES-GCM seal+open alone {row.detail['seal_and_open_us']:.1f} us"
-        )
     print(f"\nwrote {save('crypto', rows)}")
     return rows
 

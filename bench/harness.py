@@ -69,6 +69,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def report(title: str, rows: list[Row]) -> None:
+    """Print the table, then each row's details."""
     print(f"\n{title}")
     print(f"{'benchmark':58} {'value':>14} {'baseline':>12} {'ratio':>8}  target")
     for row in rows:
@@ -79,6 +80,10 @@ def report(title: str, rows: list[Row]) -> None:
             f"{row.name:58} {row.value:>11,.1f} {row.unit:<3}"
             f"{baseline:>12} {ratio:>8}  {row.target}{verdict}"
         )
+    for row in rows:
+        for key, value in row.detail.items():
+            shown = f"{value:,.1f}" if isinstance(value, float) else value
+            print(f"  {row.name}: {key} = {shown}")
 
 
 def save(name: str, rows: list[Row]) -> Path:

@@ -247,9 +247,6 @@ def _pauses(runs: list[Run]) -> list[float]:
 def main() -> list[Row]:
     rows = [row for rate in RATES for row in rows_at(rate)]
     report("open-loop latency, memory provider (us, median of 5 interleaved runs)", rows)
-    for row in rows:
-        if row.detail:
-            print(f"  {row.name}: {row.detail}")
     print(f"\nwrote {save('latency', rows)}")
     return rows
 

@@ -175,8 +175,6 @@ def _median(timings: list[Timing]) -> Timing:
 def main() -> list[Row]:
     rows = [overhead(sessions) for sessions in SESSION_COUNTS]
     report("processing overhead (wall ms, median of 5 interleaved runs)", rows)
-    for row in rows:
-        print(f"  {row.name}: {row.detail}")
     print(f"\nwrote {save('overhead', rows)}")
     return rows
 

@@ -293,9 +293,6 @@ def main() -> list[Row]:
         finally:
             runner.run(bench.stop())
     report("SQS through the bot vs raw aiobotocore, moto server (median of 5 interleaved)", rows)
-    for row in rows:
-        for key, value in row.detail.items():
-            print(f"  {row.name}: {key} = {value}")
     print(f"\nwrote {save('sqs_bot', rows)}")
     return rows
 

@@ -215,9 +215,6 @@ def main() -> None:
         finally:
             runner.run(bench.stop())
     report("SQS against moto (messages/s, median of 5 interleaved runs)", rows)
-    for row in rows:
-        for key, value in row.detail.items():
-            print(f"  {row.name}: {key} = {value}")
     print(f"\nwrote {save('sqs_raw', rows)}")
 
 
