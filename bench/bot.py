@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import queue_runtime as qr
@@ -64,10 +65,15 @@ async def _bot_run(
     return total / elapsed
 
 
-async def _baseline_run() -> float:
-    """One queue and one task per session; receive batches, complete after the no-op."""
-    client = await _filled_client()
-    total = SESSIONS * PER_SESSION
+async def hand_written(
+    client: qr.QueueClient,
+    total: int,
+    *,
+    on_message: Callable[[qr.ReceivedMessage], object] = lambda message: None,
+    receive_wait: float = 0.05,
+) -> None:
+    """The baseline consumer: a receive loop, one ``asyncio.Queue`` and task per session,
+    ``on_message`` then complete; returns once ``total`` messages were completed."""
     done = 0
     finished = asyncio.Event()
     queues: dict[str, asyncio.Queue[qr.ReceivedMessage]] = {}
@@ -77,7 +83,7 @@ async def _baseline_run() -> float:
         nonlocal done
         while True:
             message = await queue.get()
-            _ = message.attributes.get("event_type")
+            on_message(message)
             await client.complete_message(message.receipt)
             done += 1
             if done == total:
@@ -85,7 +91,7 @@ async def _baseline_run() -> float:
 
     async def pull() -> None:
         while True:
-            for message in await client.receive_messages(QUEUE, 100, timeout=0.05):
+            for message in await client.receive_messages(QUEUE, 100, timeout=receive_wait):
                 key = message.session_id or ""
                 queue = queues.get(key)
                 if queue is None:
@@ -93,13 +99,22 @@ async def _baseline_run() -> float:
                     workers.append(asyncio.create_task(worker(queue)))
                 queue.put_nowait(message)
 
-    started = time.perf_counter()
     puller = asyncio.create_task(pull())
-    await finished.wait()
+    try:
+        await finished.wait()
+    finally:
+        for task in [puller, *workers]:
+            task.cancel()
+        await asyncio.gather(puller, *workers, return_exceptions=True)
+
+
+async def _baseline_run() -> float:
+    """The hand-written pipeline; the no-op reads the event type, as the bot's router does."""
+    client = await _filled_client()
+    total = SESSIONS * PER_SESSION
+    started = time.perf_counter()
+    await hand_written(client, total, on_message=lambda m: m.attributes.get("event_type"))
     elapsed = time.perf_counter() - started
-    for task in [puller, *workers]:
-        task.cancel()
-    await asyncio.gather(puller, *workers, return_exceptions=True)
     await client.aclose()
     return total / elapsed
 

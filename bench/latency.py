@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import queue_runtime as qr
+from bench.bot import hand_written
 from bench.harness import Row, interleaved_runs, percentile, report, save
 from queue_runtime.actors import Bot, Event, Handler
 from queue_runtime.providers.memory import InMemoryProvider
@@ -115,38 +116,9 @@ async def _bot(client: qr.QueueClient, latencies: list[float], count: int) -> No
 
 async def _hand_written(client: qr.QueueClient, latencies: list[float], count: int) -> None:
     """A receive loop and one queue + task per session; complete after the no-op."""
-    done = asyncio.Event()
-    completed = 0
-    queues: dict[str, asyncio.Queue[qr.ReceivedMessage]] = {}
-    workers: list[asyncio.Task[None]] = []
-
-    async def worker(queue: asyncio.Queue[qr.ReceivedMessage]) -> None:
-        nonlocal completed
-        while True:
-            message = await queue.get()
-            latencies.append(_latency(message))
-            await client.complete_message(message.receipt)
-            completed += 1
-            if completed == count:
-                done.set()
-
-    async def pull() -> None:
-        while True:
-            for message in await client.receive_messages(QUEUE, 100, timeout=1.0):
-                key = message.session_id or ""
-                queue = queues.get(key)
-                if queue is None:
-                    queue = queues[key] = asyncio.Queue()
-                    workers.append(asyncio.create_task(worker(queue)))
-                queue.put_nowait(message)
-
-    puller = asyncio.create_task(pull())
-    try:
-        await done.wait()
-    finally:
-        for task in [puller, *workers]:
-            task.cancel()
-        await asyncio.gather(puller, *workers, return_exceptions=True)
+    await hand_written(
+        client, count, on_message=lambda m: latencies.append(_latency(m)), receive_wait=1.0
+    )
 
 
 @contextmanager
