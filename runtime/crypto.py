@@ -785,9 +785,8 @@ class MessageCrypto:
         old by nature and was delivered before. Errors other than
         ``CryptoError`` (a key provider failing, say) propagate.
         """
-        fields = log_fields("decrypt", None, message)  # identifiers only, never the body
         if not is_encrypted(message.body):
-            return self._plaintext(message, fields)
+            return self._plaintext(message)
         try:
             plain = await self.decrypt(
                 message.body,
@@ -800,11 +799,16 @@ class MessageCrypto:
             )
         except CryptoError as error:
             self.stats.failures[type(error).__name__] += 1
-            logger.warning("could not decrypt a message: %s", error, extra=fields)
+            logger.warning(
+                "could not decrypt a message: %s",
+                error,
+                extra=log_fields("decrypt", None, message),  # identifiers only, never the body
+            )
             return _undecryptable(message, error)
         return dataclasses.replace(message, body=plain)
 
-    def _plaintext(self, message: ReceivedMessage, fields: dict[str, object]) -> ReceivedMessage:
+    def _plaintext(self, message: ReceivedMessage) -> ReceivedMessage:
+        fields = log_fields("decrypt", None, message)
         self.stats.plaintext_received += 1
         policy = self.config.plaintext_policy
         if policy is PlaintextPolicy.REJECT:

@@ -51,6 +51,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 import orjson
@@ -499,15 +500,6 @@ MAX_REQUEST_HEAD = 8192
 MAX_CONNECTIONS = 32
 """Connections served at once; more are closed without an answer."""
 
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class HealthServer:
@@ -637,7 +629,7 @@ async def _respond(
 ) -> None:
     body = orjson.dumps(payload)
     head = [
-        f"HTTP/1.1 {status} {_REASONS[status]}",
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
         "Content-Type: application/json",
         f"Content-Length: {len(body)}",
         "Cache-Control: no-store",

@@ -21,7 +21,7 @@ import argparse
 from typing import Any
 
 from queue_runtime import dlq
-from queue_runtime.dlq import NO_HANDLER, FailureRecord
+from queue_runtime.dlq import NO_HANDLER
 from queue_runtime.health import probe_queue
 from queue_runtime.messages import ReceivedMessage
 
@@ -95,10 +95,13 @@ def selector(args: argparse.Namespace) -> dlq.Predicate | None:
         return None
 
     def selected(message: ReceivedMessage) -> bool:
-        record = FailureRecord.from_attributes(message.attributes)
-        if reason is not None and reason not in (message.dead_letter_reason, record.reason):
+        attributes = message.attributes  # two fields of the failure record: no need to parse it
+        if reason is not None and reason not in (
+            message.dead_letter_reason,
+            attributes.get(dlq.REASON),
+        ):
             return False
-        return handler is None or (record.handler or NO_HANDLER) == handler
+        return handler is None or (attributes.get(dlq.HANDLER) or NO_HANDLER) == handler
 
     return selected
 
