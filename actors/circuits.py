@@ -40,11 +40,10 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterable
 
 from queue_runtime.circuit import CircuitBreaker, CircuitBreakerConfig, CircuitState
-from queue_runtime.clock import LoopClock
+from queue_runtime.clock import LoopClock, wait_for_event
 
 __all__ = ["HandlerCircuit", "HandlerCircuits"]
 
@@ -96,9 +95,7 @@ class HandlerCircuit:
                 else:
                     wait = min(RECHECK, max(breaker.open_for(), 0.001))
                 self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._changed.wait()
+                await wait_for_event(self._changed, wait)
         finally:
             self.held -= 1
 
@@ -173,10 +170,3 @@ class HandlerCircuits:
     def any_open(self) -> bool:
         """True while some handler's circuit is open (the receiver does not pull then)."""
         return any(c.state is CircuitState.OPEN for c in self._circuits.values())
-
-    def open_for(self) -> float:
-        """Seconds until the first open circuit turns half-open (0 if none is open)."""
-        circuits = self._circuits.values()
-        return min(
-            (c.breaker.open_for() for c in circuits if c.state is CircuitState.OPEN), default=0.0
-        )

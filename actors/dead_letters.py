@@ -4,8 +4,7 @@ Session actors ask it to dead-letter a message with a reason (the error
 type), a description (message, attempts) and a failure record (see
 :mod:`queue_runtime.dlq`: handler, original queue, attempt history, times;
 a traceback only when the bot was built with ``failure_tracebacks=True``).
-It settles the message through the client and keeps the most recent records
-for inspection.
+It settles the message through the client.
 
 Example:
     >>> from queue_runtime.actors.dead_letters import (
@@ -44,7 +43,6 @@ from queue_runtime.telemetry import activate, log_fields
 
 __all__ = [
     "DeadLetterActor",
-    "DeadLetterRecord",
     "FailureHistories",
     "FailureHistory",
     "describe_failure",
@@ -54,7 +52,6 @@ __all__ = [
 logger = logging.getLogger("queue_runtime.actors")
 
 MAX_DESCRIPTION = 1024
-KEEP_RECORDS = 1000
 KEEP_ATTEMPTS = 10
 """Failed attempts kept in a failure record (the most recent ones)."""
 KEEP_HISTORIES = 10_000
@@ -188,21 +185,12 @@ def failure_properties(
     return record
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetterRecord:
-    message_id: str
-    session_id: str | None
-    reason: str
-    description: str
-
-
 class DeadLetterActor(AsyncioActor):
-    """Dead-letters messages for the bot and remembers the last ``KEEP_RECORDS`` of them."""
+    """Dead-letters messages for the bot."""
 
     def __init__(self, context: BotContext) -> None:
         super().__init__()
         self._context = context
-        self.records: deque[DeadLetterRecord] = deque(maxlen=KEEP_RECORDS)
 
     async def dead_letter(
         self,
@@ -228,9 +216,6 @@ class DeadLetterActor(AsyncioActor):
                 extra=log_fields("dead_letter", None, message),
             )
             return False
-        self.records.append(
-            DeadLetterRecord(message.message_id, message.session_id, reason, description)
-        )
         logger.warning(
             "dead-lettered %s: %s",
             message.message_id,

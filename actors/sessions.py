@@ -109,7 +109,6 @@ class _Parts:
     handlers: AsyncioActorRef[HandlerSupervisor]
     dead_letters: AsyncioActorRef[DeadLetterActor]
     renewer: LockRenewer
-    supervisor: AsyncioActorRef[Any] | None = None
     handler_refs: dict[str, AsyncioActorRef[Any]] = field(default_factory=dict)
     completions: Completions | None = None
     """Batched completion, where the provider has it (SQS); else one by one."""
@@ -226,12 +225,7 @@ class SessionActor(AsyncioActor):
             # the client could not decrypt it (or refused it as plaintext): permanent
             if processing is not None:
                 processing.fail(message.error)
-            return await self._dead_letter(
-                message,
-                type(message.error).__name__,
-                describe_failure(message.error, delivery_count=message.delivery_count, attempts=0),
-                error=message.error,
-            )
+            return await self._dead_letter_error(message, message.error, attempts=0)
         event_type = self._event_type(message)
         if event_type is None or not await self._has_handler(event_type):
             if settings.unrouted == "complete":
@@ -270,15 +264,8 @@ class SessionActor(AsyncioActor):
                     processing.fail(error)
                 if self._is_permanent(error):
                     histories.forget(message.message_id)
-                    return await self._dead_letter(
-                        message,
-                        type(error).__name__,
-                        describe_failure(
-                            error, delivery_count=message.delivery_count, attempts=attempt
-                        ),
-                        error=error,
-                        handler=handler_name,
-                        history=history,
+                    return await self._dead_letter_error(
+                        message, error, attempt, handler=handler_name, history=history
                     )
                 verdict = True
                 attempt += 1
@@ -317,13 +304,8 @@ class SessionActor(AsyncioActor):
         """After the in-place retries: dead-letter on the last allowed delivery, else abandon."""
         if message.delivery_count >= self._context.settings.max_delivery_count:
             self._parts.histories.forget(message.message_id)
-            return await self._dead_letter(
-                message,
-                type(error).__name__,
-                describe_failure(error, delivery_count=message.delivery_count, attempts=attempts),
-                error=error,
-                handler=handler,
-                history=history,
+            return await self._dead_letter_error(
+                message, error, attempts, handler=handler, history=history
             )
         logger.info(
             "handler failed (%s), abandoning for redelivery",
@@ -396,6 +378,28 @@ class SessionActor(AsyncioActor):
         for message in messages:
             if message.receipt.token not in self._settled:
                 await self._abandon(message)
+
+    async def _dead_letter_error(
+        self,
+        message: ReceivedMessage,
+        error: BaseException,
+        attempts: int,
+        *,
+        handler: str | None = None,
+        history: FailureHistory | None = None,
+    ) -> Outcome:
+        """Dead-letter a message that failed with ``error``: its type is the reason."""
+        description = describe_failure(
+            error, delivery_count=message.delivery_count, attempts=attempts
+        )
+        return await self._dead_letter(
+            message,
+            type(error).__name__,
+            description,
+            error=error,
+            handler=handler,
+            history=history,
+        )
 
     async def _dead_letter(
         self,
@@ -482,7 +486,6 @@ class SessionSupervisor(AsyncioActor):
         self._sweeper: asyncio.Task[None] | None = None
 
     def on_start(self) -> None:
-        self._parts.supervisor = self.actor_ref
         self._sweeper = asyncio.get_running_loop().create_task(
             self._sweep(), name="session sweeper"
         )
