@@ -9,7 +9,6 @@ counters need no locks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from queue_runtime.actors.circuits import HandlerCircuits
 from queue_runtime.actors.handlers import RestartPolicy
 from queue_runtime.circuit import CircuitBreakerConfig
 from queue_runtime.client import QueueClient
+from queue_runtime.clock import wait_for_event
 from queue_runtime.messages import QueueName, ReceivedMessage
 from queue_runtime.retry import RetryPolicy
 
@@ -131,6 +131,4 @@ class BotContext:
     async def wait_for_room(self, timeout: float) -> None:
         """Wait until something was settled or freed, or ``timeout`` seconds passed."""
         self._room.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel
-                await self._room.wait()
+        await wait_for_event(self._room, timeout)

@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
@@ -23,6 +22,7 @@ from collections.abc import Sequence
 
 from queue_runtime.actors.context import BotContext
 from queue_runtime.client import SessionClient
+from queue_runtime.clock import wait_for_event
 from queue_runtime.errors import InvalidReceiptError, QueueError, SessionLockLostError
 from queue_runtime.messages import ReceiptHandle, ReceivedMessage
 
@@ -110,18 +110,10 @@ class LockRenewer:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._due:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(CHECK_EVERY):  # not wait_for: see memory broker
-                        await self._wake.wait()
-                continue
-            wait = min(self._due[0][0] - loop.time(), CHECK_EVERY)
+            wait = min(self._due[0][0] - loop.time(), CHECK_EVERY) if self._due else CHECK_EVERY
             if wait > 0:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._wake.wait()
+                await wait_for_event(self._wake, wait)
                 continue
             _, _, group = heapq.heappop(self._due)
             due = [held for held in group if id(held) in self._held]

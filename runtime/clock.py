@@ -19,12 +19,13 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-__all__ = ["Clock", "LoopClock", "ManualClock", "SystemClock", "to_datetime"]
+__all__ = ["Clock", "LoopClock", "ManualClock", "SystemClock", "to_datetime", "wait_for_event"]
 
 
 class Clock(Protocol):
@@ -128,3 +129,22 @@ class ManualClock:
 def to_datetime(timestamp: float) -> datetime:
     """Unix seconds to an aware UTC :class:`~datetime.datetime`."""
     return datetime.fromtimestamp(timestamp, tz=UTC)
+
+
+async def wait_for_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until ``event`` is set or ``timeout`` seconds have passed; True if it is set.
+
+    The one way the runtime waits for a wake-up with a bound. It uses
+    ``asyncio.timeout``, never ``asyncio.wait_for``: on Python 3.11 ``wait_for``
+    can swallow a cancellation, and a task that cannot be cancelled cannot be stopped.
+
+    Example:
+        >>> async def main() -> bool:
+        ...     return await wait_for_event(asyncio.Event(), 0.01)
+        >>> asyncio.run(main())
+        False
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    return event.is_set()

@@ -23,7 +23,6 @@ How a queue (an :class:`Entity`) is organised:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import heapq
 import itertools
@@ -32,6 +31,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from queue_runtime.clock import wait_for_event
 from queue_runtime.messages import Message
 
 __all__ = ["Entity", "Group", "Record", "RecordState", "SessionLock"]
@@ -183,10 +183,7 @@ class Entity:
             wait = min(wait, max(0.0, due - now))
         if wait <= 0:
             return
-        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                await self._changed.wait()
+        await wait_for_event(self._changed, wait)
 
     def next_due(self) -> float | None:
         """Clock time of the earliest scheduled, delayed or lock-expiry event."""
