@@ -14,7 +14,8 @@ Example:
     >>> from queue_runtime.circuit import CircuitBreaker, CircuitBreakerConfig
     >>> from queue_runtime.clock import ManualClock
     >>> breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=2), ManualClock())
-    >>> breaker.record_failure(); breaker.record_failure()
+    >>> breaker.record_failure(), breaker.record_failure()  # the second one opens it
+    (False, True)
     >>> breaker.state
     <CircuitState.OPEN: 'open'>
 """
@@ -106,28 +107,34 @@ class CircuitBreaker:
             retry_after=self.open_for(),
         )
 
-    def record_success(self) -> None:
+    def record_success(self) -> bool:
+        """Count a success; True if it closed the circuit (the last half-open probe)."""
         if not self.config.enabled:
-            return
+            return False
         state = self.state
         if state is CircuitState.HALF_OPEN:
             self._successes += 1
             if self._successes >= self.config.success_threshold:
                 self._state = CircuitState.CLOSED
                 self._failures = 0
+                return True
         else:
             self._failures = 0
+        return False
 
-    def record_failure(self) -> None:
+    def record_failure(self) -> bool:
+        """Count a failure; True if it opened the circuit (or opened it again)."""
         if not self.config.enabled:
-            return
+            return False
         state = self.state
-        if state is CircuitState.HALF_OPEN:
+        if state is CircuitState.HALF_OPEN or (
+            state is CircuitState.CLOSED and self._failures + 1 >= self.config.failure_threshold
+        ):
             self._open()
-        elif state is CircuitState.CLOSED:
+            return True
+        if state is CircuitState.CLOSED:
             self._failures += 1
-            if self._failures >= self.config.failure_threshold:
-                self._open()
+        return False
 
     def _open(self) -> None:
         self._state = CircuitState.OPEN

@@ -45,7 +45,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar
 
-from queue_runtime.circuit import CircuitBreaker, CircuitState
+from queue_runtime.circuit import CircuitBreaker
 from queue_runtime.clock import Clock, SystemClock
 from queue_runtime.config import ProviderConfig, QueueConfig, load_config
 from queue_runtime.crypto import EnvKeyProvider, KeyProvider, MessageCrypto, UndecryptableMessage
@@ -86,6 +86,9 @@ __all__ = ["REQUEUE_COUNT_ATTRIBUTE", "QueueClient", "SessionClient", "create_cl
 T = TypeVar("T")
 
 logger = logging.getLogger("queue_runtime.client")
+
+NO_RETRY = RetryPolicy.never()
+"""For calls that must not be repeated (a session receive: see its docstring)."""
 
 REQUEUE_COUNT_ATTRIBUTE = "queue_runtime.requeue_count"
 """Attribute a requeued dead letter carries: how often it was requeued."""
@@ -280,22 +283,34 @@ class QueueClient:
         name = QueueName(queue)
         count = self._receive_count(max_messages)
         wait = self._receive_timeout(timeout)
-        with self.telemetry.receive(name) as receiving:
-            batch = await self._call(
-                "receive", name, lambda: self._provider.receive(name, count, wait), timeout=wait
-            )
+        return await self._receive(
+            "receive", name, lambda: self._provider.receive(name, count, wait), wait
+        )
+
+    async def _receive(
+        self,
+        operation: str,
+        queue: QueueName,
+        call: Callable[[], Awaitable[list[ReceivedMessage]]],
+        wait: float,
+        *,
+        session_id: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> list[ReceivedMessage]:
+        """One receive call with its span, decryption, counting and logs."""
+        with self.telemetry.receive(queue, session_id) as receiving:
+            batch = await self._call(operation, queue, call, timeout=wait, retry=retry)
             batch = await self._decrypt_all(batch)
             receiving.received(batch)
-        self.telemetry.count_received(name, len(batch))
-        _log_each("received a message", "receive", name, batch)
+        self.telemetry.count_received(queue, len(batch))
+        _log_each("received a message", "receive", queue, batch)
         return batch
 
     async def complete_message(self, receipt: ReceiptHandle) -> None:
         """Remove the message for good. Raises InvalidReceiptError if the lock was lost."""
-        with self.telemetry.settle("complete", receipt.queue, dead_letter=receipt.dead_letter):
-            await self._call("complete", receipt.queue, lambda: self._provider.complete(receipt))
-        self.telemetry.count_settled("complete", receipt)
-        _log_settled("completed a message", "complete", receipt)
+        await self._settle(
+            "complete", receipt, lambda: self._provider.complete(receipt), "completed a message"
+        )
 
     async def complete_messages(self, receipts: Sequence[ReceiptHandle]) -> list[QueueError | None]:
         """Complete several messages of one queue in as few requests as the provider allows.
@@ -324,10 +339,7 @@ class QueueClient:
             raise ValidationError("receipts of one queue only", field="receipts")
         provider = self._provider
         if not isinstance(provider, SupportsCompleteMany):
-            outcomes = await asyncio.gather(
-                *(self.complete_message(receipt) for receipt in receipts), return_exceptions=True
-            )
-            return [_settle_result(outcome) for outcome in outcomes]
+            return await self._complete_each(receipts)
         with self.telemetry.settle("complete", queue, dead_letter=receipts[0].dead_letter):
             results = list(
                 await self._call("complete", queue, lambda: provider.complete_many(receipts))
@@ -337,23 +349,28 @@ class QueueClient:
                 self.telemetry.count_settled("complete", receipt)
         retry = [i for i, error in enumerate(results) if error is not None and error.transient]
         if retry:  # the rest of the batch is done: only these go again, each on its own
-            again = await asyncio.gather(
-                *(self.complete_message(receipts[i]) for i in retry), return_exceptions=True
-            )
-            for position, outcome in zip(retry, again, strict=True):
-                results[position] = _settle_result(outcome)
+            again = await self._complete_each([receipts[i] for i in retry])
+            for position, result in zip(retry, again, strict=True):
+                results[position] = result
         return results
+
+    async def _complete_each(self, receipts: Sequence[ReceiptHandle]) -> list[QueueError | None]:
+        """Complete each message on its own, side by side; per receipt, None or its error."""
+        outcomes = await asyncio.gather(
+            *(self.complete_message(receipt) for receipt in receipts), return_exceptions=True
+        )
+        return [_settle_result(outcome) for outcome in outcomes]
 
     async def abandon_message(self, receipt: ReceiptHandle, delay: float | None = None) -> None:
         """Make the message visible again, at once or after ``delay`` seconds."""
         if delay is not None and delay < 0:
             raise ValidationError("must not be negative", field="delay")
-        with self.telemetry.settle("abandon", receipt.queue, dead_letter=receipt.dead_letter):
-            await self._call(
-                "abandon", receipt.queue, lambda: self._provider.abandon(receipt, delay)
-            )
-        self.telemetry.count_settled("abandon", receipt)
-        _log_settled("abandoned a message", "abandon", receipt)
+        await self._settle(
+            "abandon",
+            receipt,
+            lambda: self._provider.abandon(receipt, delay),
+            "abandoned a message",
+        )
 
     async def dead_letter_message(
         self,
@@ -376,15 +393,28 @@ class QueueClient:
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in properties.items()):
                 raise ValidationError("names and values must be strings", field="properties")
             extra = dict(properties)
-        with self.telemetry.settle("dead_letter", receipt.queue, dead_letter=receipt.dead_letter):
-            await self._call(
-                "dead_letter",
-                receipt.queue,
-                lambda: self._provider.dead_letter(receipt, reason, description, extra),
-            )
-        self.telemetry.count_settled("dead_letter", receipt, reason)
         # the reason only as an error type: it is free text, the description even more so
-        _log_settled(f"dead-lettered a message ({error_type(reason)})", "dead_letter", receipt)
+        await self._settle(
+            "dead_letter",
+            receipt,
+            lambda: self._provider.dead_letter(receipt, reason, description, extra),
+            f"dead-lettered a message ({error_type(reason)})",
+            reason,
+        )
+
+    async def _settle(
+        self,
+        operation: str,
+        receipt: ReceiptHandle,
+        call: Callable[[], Awaitable[None]],
+        logged: str,
+        reason: str | None = None,
+    ) -> None:
+        """One settle call with its span, counting and log line."""
+        with self.telemetry.settle(operation, receipt.queue, dead_letter=receipt.dead_letter):
+            await self._call(operation, receipt.queue, call)
+        self.telemetry.count_settled(operation, receipt, reason)
+        _log_settled(logged, operation, receipt)
 
     async def renew_message_lock(self, receipt: ReceiptHandle) -> datetime:
         """Extend the message's lock; returns the new expiry."""
@@ -610,21 +640,16 @@ class QueueClient:
                 raise
             else:
                 telemetry.record_operation(operation, queue, time.perf_counter() - started)
-                before = circuit.state
-                circuit.record_success()
-                if before is CircuitState.HALF_OPEN and circuit.state is CircuitState.CLOSED:
+                if circuit.record_success():
                     logger.info("provider circuit closed again", extra=log_fields(operation, queue))
                 return result
             telemetry.record_operation(operation, queue, time.perf_counter() - started, error)
-            if error.transient:
-                before = circuit.state
-                circuit.record_failure()
-                if before is not CircuitState.OPEN and circuit.state is CircuitState.OPEN:
-                    logger.warning(
-                        "provider circuit opened after repeated failures (%s)",
-                        error_type(error),
-                        extra=log_fields(operation, queue),
-                    )
+            if error.transient and circuit.record_failure():
+                logger.warning(
+                    "provider circuit opened after repeated failures (%s)",
+                    error_type(error),
+                    extra=log_fields(operation, queue),
+                )
             if not retry.should_retry(error, attempt):
                 raise error
             delay = retry.delay(attempt, error)
@@ -756,19 +781,14 @@ class SessionClient:
         client = self._client
         count = client._receive_count(max_messages)
         wait = client._receive_timeout(timeout)
-        with client.telemetry.receive(self.queue, self.session_id) as receiving:
-            batch = await client._call(
-                "session_receive",
-                self.queue,
-                lambda: self._receiver.receive(count, wait),
-                timeout=wait,
-                retry=RetryPolicy.never(),
-            )
-            batch = await client._decrypt_all(batch)
-            receiving.received(batch)
-        client.telemetry.count_received(self.queue, len(batch))
-        _log_each("received a message", "receive", self.queue, batch)
-        return batch
+        return await client._receive(
+            "session_receive",
+            self.queue,
+            lambda: self._receiver.receive(count, wait),
+            wait,
+            session_id=self.session_id,
+            retry=NO_RETRY,
+        )
 
     async def complete_message(self, receipt: ReceiptHandle) -> None:
         await self._client.complete_message(receipt)
