@@ -103,6 +103,15 @@ class Group:
     def empty(self) -> bool:
         return not self.buffered and not self.out and self.lock is None
 
+    def available(self, now: float) -> bool:
+        """Can its next buffered message be handed out now (FIFO: no lock, none out)?"""
+        return (
+            self.lock is None
+            and not self.out
+            and bool(self.buffered)
+            and self.buffered[0].not_before <= now
+        )
+
     def insert(self, held: Held) -> None:
         """Put ``held`` back into the buffer at its place in group order."""
         index = len(self.buffered)
@@ -218,11 +227,7 @@ class Ledger:
             if group is not None:
                 taken = self._consecutive(group, limit, now)
         else:
-            candidates = [
-                g
-                for g in state.groups.values()
-                if g.lock is None and not g.out and g.buffered and g.buffered[0].not_before <= now
-            ]
+            candidates = [g for g in state.groups.values() if g.available(now)]
             candidates.sort(key=lambda g: g.buffered[0].seq)
             for group in candidates:
                 taken.extend(self._consecutive(group, limit - len(taken), now))

@@ -784,18 +784,7 @@ class SqsProvider:
             properties=properties,
         )
         await self._transport.send(dlq, [copy], operation)
-        try:
-            await self._transport.call(
-                state,
-                "delete_message",
-                operation,
-                receipt=True,
-                message_id=held.message.message_id,
-                ReceiptHandle=held.handle,
-            )
-        except InvalidReceiptError:
-            self._forget(held)
-            raise
+        await self._settle_call(held, "delete_message", operation, ReceiptHandle=held.handle)
         self._forget(held)
 
     # -- letting go -------------------------------------------------------------------
@@ -894,15 +883,7 @@ class SqsProvider:
 
     def _free_session_group(self, state: QueueState) -> Group | None:
         now = self.clock.now()
-        free = [
-            g
-            for g in state.groups.values()
-            if g.session_id is not None
-            and g.lock is None
-            and not g.out
-            and g.buffered
-            and g.buffered[0].not_before <= now
-        ]
+        free = [g for g in state.groups.values() if g.session_id is not None and g.available(now)]
         return min(free, key=lambda g: g.buffered[0].seq) if free else None
 
     async def _lock(self, state: QueueState, group: Group) -> SqsSessionReceiver:

@@ -44,6 +44,16 @@ COMPACT_LOCKS_AT = 1024
 """Lock-expiry heap size above which entries of settled records are swept out."""
 
 
+def _lock_entry_live(until: float, record: Record) -> bool:
+    """Is a lock-expiry entry still the record's current message lock (not settled,
+    not renewed since, not held under a session lock)?"""
+    return (
+        record.state is RecordState.IN_FLIGHT
+        and record.holder is None
+        and record.locked_until == until
+    )
+
+
 class RecordState(enum.Enum):
     PENDING = "pending"
     IN_FLIGHT = "in_flight"
@@ -216,11 +226,7 @@ class Entity:
                 changed = True
         while self._locks and self._locks[0][0] <= now:
             until, _, record = heapq.heappop(self._locks)
-            if (
-                record.state is RecordState.IN_FLIGHT
-                and record.holder is None
-                and record.locked_until == until
-            ):
+            if _lock_entry_live(until, record):
                 self.release(record, now, delay=None)
                 changed = True
         while self._expiring and self._expiring[0][0] <= now:
@@ -363,13 +369,7 @@ class Entity:
         the heap: a busy queue would otherwise keep every settled record for a lock time."""
         locks = self._locks
         if len(locks) > COMPACT_LOCKS_AT and len(locks) > 2 * len(self.in_flight):
-            self._locks = [
-                entry
-                for entry in locks
-                if entry[2].state is RecordState.IN_FLIGHT
-                and entry[2].holder is None
-                and entry[2].locked_until == entry[0]
-            ]
+            self._locks = [entry for entry in locks if _lock_entry_live(entry[0], entry[2])]
             heapq.heapify(self._locks)
 
     def release(self, record: Record, now: float, delay: float | None) -> None:

@@ -299,12 +299,9 @@ class InMemoryProvider:
             if not self.config.auto_create_queues:
                 raise QueueNotFoundError(queue, operation="queue_info")
             return QueueInfo(depth=0, in_flight=0, dead_letter_depth=0)
-        entity.tick(self.clock.now())
-        dead = entity.dead_letter_entity
+        stats = self.stats(queue)  # the queue exists: this creates nothing
         info = QueueInfo(
-            depth=sum(1 for _ in entity.pending_records()),
-            in_flight=len(entity.in_flight),
-            dead_letter_depth=len(dead.records) if dead is not None else 0,
+            depth=stats.active, in_flight=stats.in_flight, dead_letter_depth=stats.dead_lettered
         )
         self._after("queue_info")
         return info
