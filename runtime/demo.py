@@ -47,39 +47,38 @@ class Ledger:
             self.handled[event.session_id].append(event.json()["sequence"])
 
 
-LEDGER = Ledger()
+def handlers(ledger: Ledger) -> list[type[Handler]]:
+    """The demo's handler classes, recording into ``ledger`` (one per run)."""
 
+    class GitHubHandler(Handler):
+        """Shared demo behaviour: a little latency, flaky and poison events."""
 
-class GitHubHandler(Handler):
-    """Shared demo behaviour: a little latency, flaky and poison events."""
+        async def handle(self, event: Event) -> None:
+            ledger.begin(event)
+            ok = False
+            try:
+                payload = event.json()
+                await asyncio.sleep(0.001)  # a call to the GitHub API, say
+                if payload.get("poison"):
+                    raise ValueError(f"cannot process {event.type} #{payload['number']}")
+                if payload.get("flaky") and event.attempt == 1:
+                    raise ConnectionError("GitHub API timed out")
+                if payload.get("malformed"):
+                    raise PermanentFailure("payload is missing 'repository'")
+                ok = True
+            finally:
+                ledger.end(event, ok)
 
-    async def handle(self, event: Event) -> None:
-        LEDGER.begin(event)
-        ok = False
-        try:
-            payload = event.json()
-            await asyncio.sleep(0.001)  # a call to the GitHub API, say
-            if payload.get("poison"):
-                raise ValueError(f"cannot process {event.type} #{payload['number']}")
-            if payload.get("flaky") and event.attempt == 1:
-                raise ConnectionError("GitHub API timed out")
-            if payload.get("malformed"):
-                raise PermanentFailure("payload is missing 'repository'")
-            ok = True
-        finally:
-            LEDGER.end(event, ok)
+    class PullRequests(GitHubHandler):
+        event_types: ClassVar[tuple[str, ...]] = ("pull_request",)
 
+    class Issues(GitHubHandler):
+        event_types: ClassVar[tuple[str, ...]] = ("issues",)
 
-class PullRequests(GitHubHandler):
-    event_types: ClassVar[tuple[str, ...]] = ("pull_request",)
+    class Pushes(GitHubHandler):
+        event_types: ClassVar[tuple[str, ...]] = ("push",)
 
-
-class Issues(GitHubHandler):
-    event_types: ClassVar[tuple[str, ...]] = ("issues",)
-
-
-class Pushes(GitHubHandler):
-    event_types: ClassVar[tuple[str, ...]] = ("push",)
+    return [PullRequests, Issues, Pushes]
 
 
 def github_events(sessions: int, per_session: int, seed: int) -> list[qr.Message]:
@@ -129,7 +128,8 @@ async def run(sessions: int, per_session: int, seed: int, mode: str) -> bool:
     )
     await client.send_messages(QUEUE, events)
     retry = qr.RetryPolicy(max_attempts=2, initial_delay=0.01, jitter=0.0)
-    bot = Bot(client, QUEUE, [PullRequests, Issues, Pushes], retry=retry, receive_wait=0.05)
+    ledger = Ledger()
+    bot = Bot(client, QUEUE, handlers(ledger), retry=retry, receive_wait=0.05)
     started = time.perf_counter()
     async with bot:
         last = 0.0
@@ -151,16 +151,16 @@ async def run(sessions: int, per_session: int, seed: int, mode: str) -> bool:
     dead = await client.peek_dead_letters(QUEUE, max_messages=100)
     await client.aclose()
 
-    in_order = all(seq == sorted(seq) for seq in LEDGER.handled.values())
+    in_order = all(seq == sorted(seq) for seq in ledger.handled.values())
     print()
     print(
         f"handled       {stats.completed:,} events in {elapsed:.2f} s "
         f"({stats.completed / elapsed:,.0f} events/s)"
     )
     print(
-        f"order         {len(LEDGER.handled)} sessions, per-session order "
+        f"order         {len(ledger.handled)} sessions, per-session order "
         f"{'verified' if in_order else 'VIOLATED'}, "
-        f"{LEDGER.concurrent_in_session} overlaps within a session"
+        f"{ledger.concurrent_in_session} overlaps within a session"
     )
     print(f"retries       {stats.retried} in place, {stats.abandoned} abandoned for redelivery")
     print(f"dead-letters  {len(dead)}")
@@ -168,7 +168,7 @@ async def run(sessions: int, per_session: int, seed: int, mode: str) -> bool:
         print(
             f"  {letter.session_id}: {letter.dead_letter_reason} - {letter.dead_letter_description}"
         )
-    return in_order and LEDGER.concurrent_in_session == 0 and len(dead) == 4
+    return in_order and ledger.concurrent_in_session == 0 and len(dead) == 4
 
 
 def main(argv: list[str] | None = None) -> int:
