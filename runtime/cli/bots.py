@@ -15,8 +15,8 @@ pulling, lets running handlers finish within its ``drain_timeout``, gives
 back prefetched messages at once, and the command exits 0.
 
 Example:
-    >>> load_target("queue_runtime.demo:Pushes", None).__name__
-    'Pushes'
+    >>> load_target("queue_runtime.demo:handlers", None).__name__
+    'handlers'
 """
 
 from __future__ import annotations
