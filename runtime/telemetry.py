@@ -75,6 +75,7 @@ from opentelemetry.trace import (
     NonRecordingSpan,
     ProxyTracer,
     Span,
+    SpanContext,
     SpanKind,
     Status,
     StatusCode,
@@ -273,6 +274,14 @@ def _creation_context(attributes: Mapping[str, str]) -> Context | None:
     return propagate.extract(attributes)
 
 
+def _producer(creation: Context | None) -> SpanContext | None:
+    """The producer's span in a message's context, if it carries a valid one."""
+    if creation is None:
+        return None
+    producer = trace.get_current_span(creation).get_span_context()
+    return producer if producer.is_valid else None
+
+
 # -- span scopes -----------------------------------------------------------------------
 
 
@@ -347,11 +356,9 @@ class Receiving(SpanScope):
         if len(messages) == 1:
             span.set_attribute(MESSAGE_ID, messages[0].message_id)
         for message in messages:
-            creation = _creation_context(message.attributes)
-            if creation is not None:
-                link = trace.get_current_span(creation).get_span_context()
-                if link.is_valid:
-                    span.add_link(link)
+            producer = _producer(_creation_context(message.attributes))
+            if producer is not None:
+                span.add_link(producer)
 
 
 class _Untraced(Receiving):
@@ -753,8 +760,8 @@ class Telemetry:
         """
         queue = message.receipt.queue
         creation = _creation_context(message.attributes)
+        producer = _producer(creation)
         if not self.tracing:  # no span; still hand the producer's context on, if any
-            producer = trace.get_current_span(creation).get_span_context() if creation else None
             untraced = NonRecordingSpan(producer) if producer is not None else INVALID_SPAN
             return Processing(untraced, self, queue)
         attributes: dict[str, str | int] = {
@@ -764,11 +771,7 @@ class Telemetry:
         }
         if message.session_id is not None:
             attributes[CONVERSATION_ID] = message.session_id
-        links = None
-        if creation is not None:
-            producer = trace.get_current_span(creation).get_span_context()
-            if producer.is_valid:
-                links = [Link(producer)]
+        links = [Link(producer)] if producer is not None else None
         span = self._tracer.start_span(
             f"process {queue}",
             context=creation,
