@@ -57,8 +57,9 @@ class LoopClock:
     """Unix time that moves with the running event loop's clock.
 
     ``now()`` is the wall-clock time when first read, plus however far
-    ``loop.time()`` has moved since. On a normal loop that is real time; on a
-    loop with virtual time it is virtual, and :meth:`sleep` (an
+    ``loop.time()`` has moved since (or ``origin + loop.time()`` when an
+    ``origin`` is given, for runs that must repeat exactly). On a normal loop
+    that is real time; on a loop with virtual time it is virtual, and :meth:`sleep` (an
     ``asyncio.sleep``) costs no real time either. Must be read inside a
     running loop.
 
@@ -73,8 +74,9 @@ class LoopClock:
         True
     """
 
-    def __init__(self) -> None:
-        self._origin: float | None = None
+    def __init__(self, origin: float | None = None) -> None:
+        self._origin = origin
+        """Unix time at loop time 0: given, or derived from the wall clock at first read."""
 
     def now(self) -> float:
         loop_time = asyncio.get_running_loop().time()

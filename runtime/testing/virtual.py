@@ -110,11 +110,8 @@ class VirtualClock(LoopClock):
     """
 
     def __init__(self, epoch: float = EPOCH) -> None:
-        super().__init__()
+        super().__init__(origin=epoch)
         self.epoch = epoch
-
-    def now(self) -> float:
-        return self.epoch + asyncio.get_running_loop().time()
 
     def __repr__(self) -> str:
         return f"VirtualClock(epoch={self.epoch!r})"
