@@ -151,9 +151,11 @@ def verify_signature(headers: Mapping[str, str], body: bytes, secret: WebhookSec
         ...
         queue_runtime.github.webhooks.WebhookSignatureError: X-Hub-Signature-256 does not match...
     """
-    key = _key(secret)
-    raw = _raw(body)
-    lowered = _lowered(headers)
+    _verify(_lowered(headers), _raw(body), _key(secret))
+
+
+def _verify(lowered: Mapping[str, str], raw: bytes, key: bytes) -> None:
+    """:func:`verify_signature` on headers, body and key already checked and normalised."""
     header = lowered.get("x-hub-signature-256")
     if header is None:
         if "x-hub-signature" in lowered:
@@ -235,8 +237,10 @@ def webhook_to_message(
         >>> webhook_to_message(headers, body, "k")
         Message(message_id='d-2', session_id='octo/repo', body=<42 bytes>)
     """
-    verify_signature(headers, body, secret)
+    key = _key(secret)  # checked in verify_signature's order: secret, body, headers
+    raw = _raw(body)
     lowered = _lowered(headers)
+    _verify(lowered, raw, key)
     attributes = {
         EVENT_TYPE_ATTRIBUTE: _required(lowered, "X-GitHub-Event"),
         DELIVERY_ATTRIBUTE: _required(lowered, "X-GitHub-Delivery"),
@@ -244,7 +248,7 @@ def webhook_to_message(
     hook_id = lowered.get("x-github-hook-id", "").strip()
     if hook_id:
         attributes[HOOK_ID_ATTRIBUTE] = hook_id
-    document = _json_body(lowered, _raw(body))
+    document = _json_body(lowered, raw)
     payload = _payload(document)
     action = payload.get("action")
     if isinstance(action, str) and action:
