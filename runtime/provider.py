@@ -37,6 +37,8 @@ from queue_runtime.errors import ConfigurationError, QueueError
 from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
 
 __all__ = [
+    "MAX_DELIVERY_REASON",
+    "TTL_EXPIRED_REASON",
     "Capabilities",
     "ProviderType",
     "QueueProvider",
@@ -46,6 +48,12 @@ __all__ = [
     "create_provider",
     "register_provider",
 ]
+
+
+MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"
+"""The dead-letter reason a provider gives a message delivered too often without success."""
+TTL_EXPIRED_REASON = "TTLExpired"
+"""The dead-letter reason a provider gives a message whose time to live passed."""
 
 
 class ProviderType(enum.StrEnum):

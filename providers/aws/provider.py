@@ -60,7 +60,13 @@ from queue_runtime.errors import (
 )
 from queue_runtime.health import QueueInfo
 from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
-from queue_runtime.provider import Capabilities, ProviderType, SessionSupport
+from queue_runtime.provider import (
+    MAX_DELIVERY_REASON,
+    TTL_EXPIRED_REASON,
+    Capabilities,
+    ProviderType,
+    SessionSupport,
+)
 
 from .inflight import Group, Held, Ledger, QueueState, SessionLock
 from .sessions import SqsSessionReceiver
@@ -84,8 +90,6 @@ __all__ = ["MAX_DELIVERY_REASON", "TTL_EXPIRED_REASON", "SqsProvider", "create_p
 
 logger = logging.getLogger(__name__)
 
-MAX_DELIVERY_REASON: Final = "MaxDeliveryCountExceeded"
-TTL_EXPIRED_REASON: Final = "TTLExpired"
 REDRIVE_DESCRIPTION: Final = "moved by the queue's SQS redrive policy (maxReceiveCount)"
 MAX_VISIBILITY: Final = 43_200
 SHORT_POLL_INTERVAL: Final = 0.1

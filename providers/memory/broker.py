@@ -33,11 +33,9 @@ from dataclasses import dataclass, field
 
 from queue_runtime.clock import wait_for_event
 from queue_runtime.messages import Message
+from queue_runtime.provider import MAX_DELIVERY_REASON, TTL_EXPIRED_REASON
 
 __all__ = ["Entity", "Group", "Record", "RecordState", "SessionLock"]
-
-MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"
-TTL_EXPIRED_REASON = "TTLExpired"
 
 
 COMPACT_LOCKS_AT = 1024
