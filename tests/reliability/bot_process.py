@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import queue_runtime as qr
 from queue_runtime.actors import Bot, Event, Handler
 from queue_runtime.clock import SystemClock
+from queue_runtime.health import probe_queue
 from queue_runtime.provider import (
     QueueProvider,
     SessionProvider,
@@ -52,7 +53,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--faults", type=float, default=0.0, help="share of failing calls")
     parser.add_argument("--fault-seed", type=int, default=None)
     parser.add_argument("--stats", type=Path, default=None, help="write the counters here")
-    parser.add_argument("--ready", type=Path, default=None, help="created when the bot starts")
+    parser.add_argument(
+        "--ready", type=Path, default=None, help="created once connected, as the bot starts"
+    )
     return parser.parse_args(argv)
 
 
@@ -74,7 +77,6 @@ def recorder(log: HandlingLog, delay: float) -> type[Handler]:
 
 
 async def run(args: argparse.Namespace, config: qr.QueueConfig) -> None:
-    source: qr.QueueClient | qr.QueueConfig = config  # the bot makes and closes its client
     inner: QueueProvider | None = None
     faults: CountingFaultInjector | None = None
     if args.faults > 0:
@@ -85,6 +87,8 @@ async def run(args: argparse.Namespace, config: qr.QueueConfig) -> None:
         fail_transiently(faults, args.faults)
         connection = FaultyBatchingConnection(inner, faults)  # an unreliable connection
         source = qr.QueueClient(connection, config)
+    else:
+        source = await qr.create_client(config)
     log = HandlingLog(args.log)
     bot = Bot(
         source,
@@ -97,11 +101,11 @@ async def run(args: argparse.Namespace, config: qr.QueueConfig) -> None:
     )
     try:
         if args.ready is not None:
+            await probe_queue(source, args.queue)  # connected and answering, then ready
             args.ready.touch()  # what remains of start-up is the bot's own start
         await bot.run()  # until SIGTERM or SIGINT
     finally:
-        if isinstance(source, qr.QueueClient):
-            await source.aclose()  # only disconnects the faulty connection ...
+        await source.aclose()  # with faults, this only disconnects the faulty connection ...
         if inner is not None:
             await inner.aclose()  # ... so the provider behind it is closed here
         log.close()
