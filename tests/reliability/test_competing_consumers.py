@@ -75,8 +75,10 @@ async def test_three_bot_processes_never_handle_one_session_at_the_same_time(
     ids = {m.message_id for m in sent}
     # A cap on each bot's prefetch: with none, the first bot to poll can take every
     # session on a loaded machine and leave nothing for the others to compete for.
-    options = ("--log", str(log_path), "--handle-delay", "0.2", "--receive-wait", "0.5")
-    options += ("--max-in-flight", str(PREFETCH))
+    options = (
+        *("--log", str(log_path), "--handle-delay", "0.2", "--receive-wait", "0.5"),
+        *("--max-in-flight", str(PREFETCH)),
+    )
     ready = [tmp_path / f"ready-{n}" for n in range(BOTS)]
 
     async with BotProcesses(tmp_path, bot_environment(visibility_timeout=5.0)) as bots:
