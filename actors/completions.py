@@ -59,6 +59,8 @@ class Completions:
         self._batch_size = client.max_batch_size
         self._waiting: deque[Waiting] = deque()
         self._senders: set[asyncio.Task[None]] = set()
+        self._gathering = False
+        """A sender is starting and will take what waits: no other is needed yet."""
         self.requests = 0
         """Batch requests made (for measuring)."""
 
@@ -72,7 +74,8 @@ class Completions:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[QueueError | None] = loop.create_future()
         self._waiting.append((receipt, answer, otel_context.get_current()))
-        if len(self._senders) < MAX_REQUESTS:
+        if not self._gathering and len(self._senders) < MAX_REQUESTS:
+            self._gathering = True
             sender = loop.create_task(self._send(), name="completions")
             self._senders.add(sender)
             sender.add_done_callback(self._senders.discard)
@@ -81,7 +84,10 @@ class Completions:
             raise error
 
     async def _send(self) -> None:
-        await asyncio.sleep(0)  # what is completed in this moment goes together
+        try:
+            await asyncio.sleep(0)  # what is completed in this moment goes together
+        finally:
+            self._gathering = False
         waiting = self._waiting
         while waiting:
             batch = [waiting.popleft() for _ in range(min(self._batch_size, len(waiting)))]

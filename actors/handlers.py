@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Literal
@@ -145,6 +145,24 @@ class Event:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """An event for a handler, called only if ``admits()`` still holds when its turn comes.
+
+    A session actor checks the handler's circuit before it asks; the call itself
+    starts a little later, on the handler's worker. If the circuit opened in
+    between, the call is not made (:class:`NotAdmitted`), so no call ever starts
+    against a downstream the circuit has declared down.
+    """
+
+    event: Event
+    admits: Callable[[], bool]
+
+
+class NotAdmitted(Exception):
+    """The handler's circuit opened between admission and the call; nothing was called."""
+
+
 class Handler(AsyncioActor):
     """Base class of user handlers. Override :meth:`handle`; set ``event_types``."""
 
@@ -158,6 +176,10 @@ class Handler(AsyncioActor):
         raise NotImplementedError(f"{type(self).__name__} must implement handle()")
 
     async def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Admitted):
+            if not message.admits():
+                raise NotAdmitted(type(self).__name__)
+            message = message.event
         if isinstance(message, Event):
             with activate(message.trace_context):  # the handler's spans join the message's trace
                 return await self.handle(message)

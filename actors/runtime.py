@@ -229,15 +229,31 @@ class StrayCancellation(Exception):
 
 
 class _Inbox:
-    """The mailbox: a deque plus one wake-up future for the actor waiting on it."""
+    """The mailbox: a deque plus one wake-up future for the actor waiting on it.
 
-    __slots__ = ("_items", "_waiter")
+    For an actor with workers (``concurrency > 1``) it also knows the idle
+    workers: a message that finds the mailbox empty and a worker idle goes to
+    that worker at once, without waking the actor's loop to pass it on.
+    """
+
+    __slots__ = ("_items", "_waiter", "workers")
 
     def __init__(self) -> None:
         self._items: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self.workers: _Workers | None = None
 
     def put(self, envelope: Any, /) -> None:
+        workers = self.workers
+        if (
+            workers is not None
+            and workers.idle
+            and not self._items
+            and not workers.holding
+            and not isinstance(envelope.message, _ActorStop)
+        ):
+            workers.assign(workers.idle.pop(), envelope)
+            return
         self._items.append(envelope)
         self.wake()
 
@@ -261,6 +277,36 @@ class _Inbox:
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+class _Workers:
+    """The worker tasks of an actor with ``concurrency > 1``, and which of them are idle.
+
+    ``busy`` counts the messages given to a worker and not yet handled, so that
+    stopping waits for a message handed over but not yet started, too.
+    """
+
+    __slots__ = ("all_idle", "busy", "freed", "holding", "idle", "tasks")
+
+    def __init__(self) -> None:
+        self.idle: list[asyncio.Future[Any]] = []
+        """One future per idle worker: its next message (None: end)."""
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.busy = 0
+        self.holding = False
+        """The actor's loop holds a message until a worker is free (it goes first)."""
+        self.freed: asyncio.Future[None] | None = None
+        self.all_idle: asyncio.Future[None] | None = None
+
+    def assign(self, slot: asyncio.Future[Any], envelope: Any) -> None:
+        self.busy += 1
+        slot.set_result(envelope)
+
+    def done_one(self) -> None:
+        self.busy -= 1
+        _resolve(self.freed)
+        if self.busy == 0:
+            _resolve(self.all_idle)
 
 
 class _StopFlag:
@@ -382,12 +428,8 @@ class AsyncioActor(_Actor):
     # defaults shared by all instances until an actor needs its own
     _running: tuple[Any, ...] | list[Any] = ()
     """Envelopes being handled right now (their askers are told if the actor dies)."""
-    _message_tasks: frozenset[asyncio.Task[None]] | set[asyncio.Task[None]] = frozenset()
+    _workers: _Workers | None = None
     """Worker tasks (actors with ``concurrency > 1``)."""
-    _idle_workers: list[asyncio.Future[Any]] | None = None
-    _worker_freed: asyncio.Future[None] | None = None
-    _all_idle: asyncio.Future[None] | None = None
-    _busy = 0
     _failure: ExcInfo | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -458,54 +500,63 @@ class AsyncioActor(_Actor):
             await self._handle_envelope(envelope)
 
     async def _serve_with_workers(self, limit: int) -> None:
-        """Hand messages to up to ``limit`` long-lived worker tasks (no task per message)."""
+        """Hand messages to up to ``limit`` long-lived worker tasks (no task per message).
+
+        A message that arrives while a worker is idle and nothing waits before it
+        goes straight to that worker (:meth:`_Inbox.put`); this loop passes on the
+        rest, and the stop request.
+        """
         inbox = cast(_Inbox, self.actor_inbox)
         loop = asyncio.get_running_loop()
-        idle: list[asyncio.Future[Any]] = []
-        tasks: set[asyncio.Task[None]] = set()
-        self._idle_workers, self._message_tasks = idle, tasks
-        while not self.actor_stopped.is_set():
-            if inbox.empty():
-                await inbox.wait()
-                continue
-            envelope = inbox.get()
-            if isinstance(envelope.message, _ActorStop):
-                await self._wait_until_idle()
-                for slot in idle:
-                    slot.set_result(None)  # let idle workers end
-                idle.clear()
-                await self._stop_gracefully(envelope)
-                return
-            while not idle and len(tasks) >= limit:
-                self._worker_freed = loop.create_future()
-                await self._worker_freed
-            if idle:
-                idle.pop().set_result(envelope)
-            else:
-                worker = loop.create_task(self._work(envelope, idle))
-                tasks.add(worker)
-                worker.add_done_callback(tasks.discard)
+        workers = self._workers = inbox.workers = _Workers()
+        try:
+            while not self.actor_stopped.is_set():
+                if inbox.empty():
+                    await inbox.wait()
+                    continue
+                envelope = inbox.get()
+                if isinstance(envelope.message, _ActorStop):
+                    inbox.workers = None  # from now on everything queues behind the stop
+                    await self._wait_until_idle(workers)
+                    for slot in workers.idle:
+                        slot.set_result(None)  # let idle workers end
+                    workers.idle.clear()
+                    await self._stop_gracefully(envelope)
+                    return
+                workers.holding = True
+                while not workers.idle and len(workers.tasks) >= limit:
+                    workers.freed = loop.create_future()
+                    await workers.freed
+                workers.holding = False
+                if workers.idle:
+                    workers.assign(workers.idle.pop(), envelope)
+                else:
+                    workers.busy += 1
+                    worker = loop.create_task(self._work(envelope, workers))
+                    workers.tasks.add(worker)
+                    worker.add_done_callback(workers.tasks.discard)
+        finally:
+            inbox.workers = None
 
-    async def _work(self, envelope: Any, idle: list[asyncio.Future[Any]]) -> None:
+    async def _work(self, envelope: Any, workers: _Workers) -> None:
         loop = asyncio.get_running_loop()
         while envelope is not None:
-            self._busy += 1
             try:
                 await self._handle_envelope(envelope)
             finally:
-                self._busy -= 1
+                workers.done_one()
             if self.actor_stopped.is_set():
                 return
             slot: asyncio.Future[Any] = loop.create_future()
-            idle.append(slot)
-            _resolve(self._worker_freed)
-            _resolve(self._all_idle if self._busy == 0 else None)
+            workers.idle.append(slot)
+            _resolve(workers.freed)
             envelope = await slot
 
-    async def _wait_until_idle(self) -> None:
-        while self._busy:
-            self._all_idle = asyncio.get_running_loop().create_future()
-            await self._all_idle
+    @staticmethod
+    async def _wait_until_idle(workers: _Workers) -> None:
+        while workers.busy:
+            workers.all_idle = asyncio.get_running_loop().create_future()
+            await workers.all_idle
 
     def _loop_done(self, task: asyncio.Task[None]) -> None:
         """Runs however the loop task ended (even cancelled before its first step):
@@ -563,8 +614,8 @@ class AsyncioActor(_Actor):
         cast(_Inbox, self.actor_inbox).wake()  # the loop may be waiting for mail
 
     async def _stop_gracefully(self, envelope: Any) -> None:
-        if self._message_tasks:
-            await asyncio.wait(set(self._message_tasks))  # workers end once idle
+        if self._workers is not None and self._workers.tasks:
+            await asyncio.wait(set(self._workers.tasks))  # workers end once idle
         ActorRegistry.unregister(self.actor_ref)
         self.actor_stopped.set()
         logger.debug("stopped %s", self)
@@ -582,7 +633,7 @@ class AsyncioActor(_Actor):
             self._handle_failure(*sys.exc_info())
 
     async def _cancel_message_tasks(self) -> None:
-        tasks = set(self._message_tasks)
+        tasks = set(self._workers.tasks) if self._workers is not None else set()
         for task in tasks:
             task.cancel()
         if tasks:

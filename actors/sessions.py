@@ -42,7 +42,13 @@ from queue_runtime.actors.dead_letters import (
     describe_failure,
     failure_properties,
 )
-from queue_runtime.actors.handlers import Event, HandlerSupervisor, PermanentFailure
+from queue_runtime.actors.handlers import (
+    Admitted,
+    Event,
+    HandlerSupervisor,
+    NotAdmitted,
+    PermanentFailure,
+)
 from queue_runtime.actors.locks import LockRenewer
 from queue_runtime.actors.runtime import (
     AsyncioActor,
@@ -250,7 +256,10 @@ class SessionActor(AsyncioActor):
             verdict = False
             try:
                 trace_context = processing.trace_context if processing is not None else None
-                await handler.ask(Event.from_message(message, event_type, attempt, trace_context))
+                event = Event.from_message(message, event_type, attempt, trace_context)
+                await handler.ask(event if probe else Admitted(event, circuit.admits_now))
+            except NotAdmitted:
+                continue  # the circuit opened before the call started: held at admit()
             except Exception as error:
                 if isinstance(error, ActorDeadError) and not handler.is_alive():
                     # the handler actor died under us; the supervisor restarts it

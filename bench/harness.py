@@ -82,7 +82,7 @@ def report(title: str, rows: list[Row]) -> None:
         )
     for row in rows:
         for key, value in row.detail.items():
-            shown = f"{value:,.1f}" if isinstance(value, float) else value
+            shown = f"{value:,.4g}" if isinstance(value, float) else value
             print(f"  {row.name}: {key} = {shown}")
 
 

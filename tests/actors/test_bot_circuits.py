@@ -14,6 +14,7 @@ import pytest
 
 import queue_runtime as qr
 from queue_runtime.actors import Bot, Event, Handler
+from queue_runtime.actors.handlers import Admitted, NotAdmitted
 from queue_runtime.circuit import CircuitBreakerConfig
 from queue_runtime.dlq import FailureRecord
 from queue_runtime.providers.memory import InMemoryProvider
@@ -223,3 +224,25 @@ async def test_circuits_can_be_turned_off(provider_for: Callable[..., InMemoryPr
 
     assert stats.circuits == {"CallsDownstream": "closed"}
     assert stats.held == 0
+
+
+async def test_a_call_admitted_before_its_circuit_opened_is_not_made_once_it_is_open(
+    provider_for: Callable[..., InMemoryProvider],
+) -> None:
+    client = qr.QueueClient(provider_for())
+    await client.send_message(QUEUE, qr.Message(b"{}", attributes={"event_type": "pull_request"}))
+    message = await client.receive_message(QUEUE, timeout=1.0)
+    assert message is not None
+    event = Event.from_message(message, "pull_request")
+    downstream = Downstream()
+    ref = downstream.handler().start()
+    circuit_open = True
+    try:
+        with pytest.raises(NotAdmitted):
+            await ref.ask(Admitted(event, lambda: not circuit_open))
+        assert downstream.calls == 0
+        circuit_open = False
+        await ref.ask(Admitted(event, lambda: not circuit_open))
+        assert downstream.calls == 1
+    finally:
+        await ref.stop()

@@ -287,3 +287,50 @@ def test_a_future_can_be_awaited_by_several_waiters() -> None:
 
 async def _await(future: AsyncioFuture[int]) -> int:
     return await future
+
+
+class Recorder(AsyncioActor):
+    """A concurrent actor that records the order in which its calls start."""
+
+    concurrency = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[int] = []
+
+    async def work(self, n: int, seconds: float) -> int:
+        self.started.append(n)
+        await asyncio.sleep(seconds)
+        return n
+
+
+async def test_a_concurrent_actor_starts_its_messages_in_the_order_they_were_sent() -> None:
+    ref = Recorder.start()
+    proxy = ref.proxy()
+    actor = ref._actor_weakref()
+    assert isinstance(actor, Recorder)
+    first = proxy.work(1, 0.05)
+    second = proxy.work(2, 0.01)
+    held = proxy.work(3, 0)  # both workers busy: the actor's loop holds this one
+
+    async def send_the_next_as_soon_as_a_worker_is_free() -> int:
+        await second  # woken before the loop hands the held message to the freed worker
+        return int(await proxy.work(4, 0))
+
+    assert await send_the_next_as_soon_as_a_worker_is_free() == 4
+    assert [await first, await held] == [1, 3]
+    assert actor.started == [1, 2, 3, 4]  # the late one did not overtake the held one
+    await ref.stop()
+
+
+async def test_stopping_right_after_a_message_to_an_idle_worker_waits_for_that_message() -> None:
+    ref = Recorder.start()
+    proxy = ref.proxy()
+    await asyncio.gather(proxy.work(0, 0), proxy.work(1, 0))  # two idle workers
+
+    answer = proxy.work(2, 0.02)  # handed straight to an idle worker, not started yet
+    stopped = ref.stop()
+
+    async with asyncio.timeout(2):  # a stop that lost track of it would hang
+        assert await answer == 2
+        assert await stopped is True
