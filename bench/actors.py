@@ -105,7 +105,7 @@ async def _idle_session_actors(count: int) -> dict[str, float]:
 
     client = qr.QueueClient(InMemoryProvider())
     context = BotContext(client, BotSettings(queue=qr.QueueName("bench")))
-    parts = _Parts(context, Echo.start(), Echo.start(), LockRenewer(context))  # type: ignore[arg-type]
+    parts = _Parts(context, Echo.start(), Echo.start(), LockRenewer(context))
     await asyncio.sleep(0)
     gc.collect()
     before = _rss_bytes()

@@ -10,15 +10,20 @@ queue of the same size (moto scans the whole queue on every receive).
   ``event_type``, then one ``DeleteMessageBatch`` for the batch; again until done.
 * **bot**: a :class:`~queue_runtime.actors.Bot` with a no-op handler on a
   :class:`~queue_runtime.providers.aws.SqsProvider` (``receive_wait`` 1 s, so the
-  same long poll), started inside the timed section.
+  same long poll), started inside the timed section. As in ``bench/bot.py`` the
+  clock stops when the last message is completed; stopping the bot afterwards
+  waits for the receive in flight (a long poll of up to ``receive_wait``: its
+  answer is taken, not thrown away) and is reported as ``bot_stop_ms``.
 
 Requests are counted by operation on each side's aiobotocore client with
 botocore's ``before-call.sqs`` event (for the bot, on the provider's client from
 :meth:`SqsProvider.client`), and messages per receive and per delete with
 ``after-call`` events. "Messages per receive" counts the receives that returned
 messages: the bot also polls while every remaining group is in flight (FIFO
-hands out nothing of a group with a message in flight), and those empty polls
-say nothing about batching. They are reported separately.
+hands out nothing of a group with a message in flight; the provider then
+polls without waiting at SQS and asks again at its next settle), and the last
+receive of a run finds nothing; those empty polls say nothing about batching.
+They are reported separately.
 
 Rows (medians of 5 interleaved runs after a warm-up; request counts summed over
 the 5 runs): throughput in messages/s, bot vs raw; messages per non-empty
@@ -35,7 +40,7 @@ import collections
 import itertools
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,10 +127,12 @@ class Requests:
 @dataclass(frozen=True, slots=True)
 class Run:
     rate: float
-    """Messages per second."""
+    """Messages per second, until the last message was completed."""
     cpu: float
     """Seconds of this process's CPU time (moto runs in another process)."""
     requests: Requests
+    stop: float = 0.0
+    """Seconds the consumer took to stop after that (the bot: ``bot.stop()``)."""
 
 
 class Bench:
@@ -182,17 +189,25 @@ class Bench:
             await self.raw.send_message_batch(QueueUrl=url, Entries=entries)
         return name, url
 
-    def timed(self, consume: Callable[[str, str], Any], requests: Requests) -> Callable[[], Run]:
-        """A measurement for the harness: messages/s of ``consume`` on a filled queue."""
+    def timed(
+        self, consume: Callable[[str, str], Awaitable[float | None]], requests: Requests
+    ) -> Callable[[], Run]:
+        """A measurement for the harness: messages/s of ``consume`` on a filled queue.
+
+        ``consume`` returns when it has stopped; if it returns a ``perf_counter()``
+        time, that is when the last message was completed (the rest was stopping).
+        """
 
         def run() -> Run:
             async def once() -> Run:
                 name, url = await self.filled_queue()
                 requests.reset()
                 started, cpu = time.perf_counter(), time.process_time()
-                await consume(name, url)
-                rate = MESSAGES / (time.perf_counter() - started)
-                return Run(rate, time.process_time() - cpu, requests.reset())
+                done = await consume(name, url)
+                stopped = time.perf_counter()
+                done = done or stopped
+                rate = MESSAGES / (done - started)
+                return Run(rate, time.process_time() - cpu, requests.reset(), stopped - done)
 
             return self.runner.run(once())
 
@@ -219,12 +234,14 @@ class Bench:
                 await self.raw.delete_message_batch(QueueUrl=url, Entries=entries)
                 done += len(messages)
 
-    async def bot(self, name: str, url: str) -> None:
+    async def bot(self, name: str, url: str) -> float:
         async with Bot(self.client, name, [NoOp], receive_wait=WAIT_SECONDS) as bot:
             while bot.stats().completed < MESSAGES:  # noqa: ASYNC110 - polling is the measurement
                 await asyncio.sleep(0.005)
+            done = time.perf_counter()
         stats = bot.stats()
         assert stats.completed == MESSAGES, stats
+        return done
 
 
 def measure(bench: Bench) -> list[Row]:
@@ -253,6 +270,7 @@ def measure(bench: Bench) -> list[Row]:
                 "raw_requests": dict(sorted(raw.calls.items())),
                 "bot_cpu_ms_per_run": _median_ms(run.cpu for run in runs["bot"]),
                 "raw_cpu_ms_per_run": _median_ms(run.cpu for run in runs["raw"]),
+                "bot_stop_ms": _median_ms(run.stop for run in runs["bot"]),
             },
         ),
         Row(

@@ -93,6 +93,9 @@ logger = logging.getLogger(__name__)
 REDRIVE_DESCRIPTION: Final = "moved by the queue's SQS redrive policy (maxReceiveCount)"
 MAX_VISIBILITY: Final = 43_200
 SHORT_POLL_INTERVAL: Final = 0.1
+"""With ``wait_time=0``: how often an empty queue is asked again."""
+POLL_SLACK: Final = 0.1
+"""How far past a receive's deadline a whole-second long poll may end."""
 PEEK_VISIBILITY: Final = 30
 BUFFER_LIMIT: Final = 100
 """Most messages of other groups that session polls keep buffered per queue."""
@@ -353,13 +356,7 @@ class SqsProvider:
             if state.buffered_count() >= BUFFER_LIMIT:
                 await self._wait_change(state, remaining)
                 continue
-            wait = self._poll_wait(state, remaining)
-            raw = await self._transport.receive(
-                state, MAX_BATCH, wait, self._visibility, "accept_session"
-            )
-            await self._admit(state, raw, "accept_session")
-            if not raw and wait == 0:
-                await self._wait_change(state, min(remaining, SHORT_POLL_INTERVAL))
+            await self._poll(state, MAX_BATCH, deadline, "accept_session")
 
     async def receive_dead_letters(
         self, queue: QueueName, max_messages: int, timeout: float
@@ -566,12 +563,34 @@ class SqsProvider:
 
     # -- receiving --------------------------------------------------------------------
 
-    def _poll_wait(self, state: QueueState, remaining: float) -> int:
-        """Whole seconds of long poll that end by the deadline (1 s while groups wait here)."""
-        wait = int(min(remaining, self._wait))
-        if state.buffered_count():
-            wait = min(wait, 1)
-        return max(0, wait)
+    def _poll_wait(self, state: QueueState, deadline: float) -> int:
+        """Whole seconds to long-poll SQS for.
+
+        As configured (``wait_time``), ending by the deadline: SQS waits in whole
+        seconds, so a poll may end up to ``POLL_SLACK`` after it (spec §4.10
+        allows 100 ms). No long poll while this provider holds messages of a
+        FIFO queue: SQS hands out nothing of their groups until we settle them,
+        and the next poll goes out when we do (see :meth:`_poll`).
+        """
+        if state.grouped and state.groups:
+            return 0
+        remaining = deadline - asyncio.get_running_loop().time()
+        return max(0, min(self._wait, math.floor(remaining + POLL_SLACK)))
+
+    async def _poll(self, state: QueueState, count: int, deadline: float, operation: str) -> None:
+        """One ``ReceiveMessage`` into the ledger; after a short poll that found nothing,
+        wait for a local change (a settle frees a group; a release returns messages)
+        or the deadline, rather than ask SQS again at once. Only with ``wait_time=0``
+        (short polling by configuration) is SQS asked again every ``SHORT_POLL_INTERVAL``.
+        """
+        wait = self._poll_wait(state, deadline)
+        raw = await self._transport.receive(state, count, wait, self._visibility, operation)
+        await self._admit(state, raw, operation)
+        if raw or wait > 0:
+            return
+        remaining = deadline - asyncio.get_running_loop().time()
+        pause = SHORT_POLL_INTERVAL if self._wait == 0 else remaining
+        await self._wait_change(state, min(remaining, pause))
 
     async def _receive(
         self,
@@ -598,14 +617,11 @@ class SqsProvider:
                 return []
             pause = self._poll_block(state, lock)
             if pause is None:
-                wait = self._poll_wait(state, remaining)
-                count = max_messages if lock is None else MAX_BATCH
-                raw = await self._transport.receive(state, count, wait, self._visibility, operation)
-                await self._admit(state, raw, operation)
-                if raw or wait > 0:
-                    continue
-                pause = SHORT_POLL_INTERVAL
-            await self._wait_change(state, min(remaining, pause))
+                await self._poll(
+                    state, max_messages if lock is None else MAX_BATCH, deadline, operation
+                )
+            else:
+                await self._wait_change(state, min(remaining, pause))
 
     def _poll_block(self, state: QueueState, lock: SessionLock | None) -> float | None:
         """``None`` if polling SQS may help; else how long to wait for a local change."""

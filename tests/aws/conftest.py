@@ -80,6 +80,18 @@ async def record_calls(provider: SqsProvider) -> list[str]:
     return calls
 
 
+async def record_receive_waits(provider: SqsProvider) -> list[int]:
+    """The ``WaitTimeSeconds`` of each ``ReceiveMessage`` the provider makes from now on."""
+    waits: list[int] = []
+    sqs = await provider.client()
+
+    def note(params: dict[str, Any], **_: Any) -> None:
+        waits.append(int(params.get("WaitTimeSeconds", 0)))
+
+    sqs.meta.events.register("before-parameter-build.sqs.ReceiveMessage", note)
+    return waits
+
+
 async def inject(
     provider: SqsProvider, operation: str, hook: Callable[..., Any], *, times: int = 1
 ) -> None:

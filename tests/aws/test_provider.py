@@ -630,7 +630,9 @@ async def test_unclaimed_buffered_messages_go_back_to_sqs_after_the_hold_time(
     provider: SqsProvider, client: qr.QueueClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqs_provider_module, "BUFFER_HOLD", 0.5)
-    other = make_provider()
+    # short polls: moto's long poll looks again only once a second, by which time the
+    # lock on "a" (not renewed here) might have expired too
+    other = make_provider(wait_time=0)
     jobs = qr.QueueName("jobs.fifo")
     await provider.create_queue(jobs)
     await client.send_messages(
