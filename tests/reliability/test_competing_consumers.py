@@ -25,7 +25,9 @@ QUEUE = "competing.fifo"
 BOTS = 3
 SESSIONS = 30
 PER_SESSION = 10
-PREFETCH = 20  # < SESSIONS * PER_SESSION / BOTS, so no bot can hold every session
+PREFETCH = 8
+"""Messages one bot holds at most: BOTS x PREFETCH < SESSIONS, so the bots that poll
+first cannot hold every session between them and leave none to the last."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +75,8 @@ async def test_three_bot_processes_never_handle_one_session_at_the_same_time(
     await sqs.create_queue(QUEUE)
     sent = messages(SESSIONS, PER_SESSION)
     ids = {m.message_id for m in sent}
-    # A cap on each bot's prefetch: with none, the first bot to poll can take every
-    # session on a loaded machine and leave nothing for the others to compete for.
+    # A cap on each bot's prefetch: with none, the bots that poll first (and again as
+    # soon as they settle) can hold every session and leave the last one nothing.
     options = (
         *("--log", str(log_path), "--handle-delay", "0.2", "--receive-wait", "0.5"),
         *("--max-in-flight", str(PREFETCH)),
