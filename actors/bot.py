@@ -97,7 +97,8 @@ class Bot:
     * ``max_in_flight`` — received but unsettled messages; pulling pauses above it.
     * ``drain_timeout`` — how long ``stop()`` lets running handlers finish.
     * ``max_delivery_count`` — a message failing on this delivery is dead-lettered.
-    * ``retry`` — in-place retries of a failing handler before abandoning.
+    * ``retry`` — in-place retries of a failing handler before abandoning (default: the
+      spec's policy, 3 attempts in all, 1 s then 2 s apart with ±20 % jitter).
     * ``event_type_attribute`` / ``router`` — how the event type is found.
     * ``unrouted`` — ``"dead_letter"`` (reason ``NoHandler``) or ``"complete"``.
     * ``permanent_errors`` — exception types dead-lettered at once, like
@@ -155,7 +156,7 @@ class Bot:
             max_in_flight=max_in_flight,
             drain_timeout=drain_timeout,
             max_delivery_count=max_delivery_count,
-            retry=retry or RetryPolicy(initial_delay=0.5),
+            retry=retry or RetryPolicy(),
             event_type_attribute=event_type_attribute,
             router=router,
             unrouted=unrouted,
@@ -492,6 +493,7 @@ class Bot:
             snapshot.handler_restarts = actor.restart_count
         snapshot.held = self._context.circuits.held()
         snapshot.circuits = self._context.circuits.states()
+        snapshot.provider_circuit = self._context.client.circuit.state.value
         return snapshot
 
     # -- internals --------------------------------------------------------------------

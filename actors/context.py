@@ -39,7 +39,7 @@ class BotSettings:
     max_in_flight: int = 1000
     drain_timeout: float = 30.0
     max_delivery_count: int = 5
-    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(initial_delay=0.5))
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     event_type_attribute: str = "event_type"
     router: Router | None = None
     unrouted: Literal["dead_letter", "complete"] = "dead_letter"
@@ -90,6 +90,8 @@ class BotStats:
     """Messages waiting for a handler whose circuit is open (locks kept alive)."""
     circuits: dict[str, str] = field(default_factory=dict)
     """Handler name -> circuit state (``"closed"``, ``"open"``, ``"half_open"``)."""
+    provider_circuit: str = "closed"
+    """The state of the client's circuit breaker around provider calls."""
 
     def copy(self) -> BotStats:
         return dataclasses.replace(self, circuits=dict(self.circuits))

@@ -58,7 +58,15 @@ from queue_runtime.actors.runtime import (
     stop_all,
 )
 from queue_runtime.crypto import UndecryptableMessage
-from queue_runtime.errors import CryptoError, InvalidReceiptError, QueueError
+from queue_runtime.errors import (
+    BatchTooLargeError,
+    CryptoError,
+    InvalidReceiptError,
+    MessageTooLargeError,
+    QueueError,
+    UnencryptedMessageError,
+    ValidationError,
+)
 from queue_runtime.messages import ReceivedMessage
 from queue_runtime.telemetry import Processing, error_type, log_fields
 
@@ -67,6 +75,17 @@ __all__ = ["Deliver", "Outcome", "SessionActor", "SessionSupervisor", "unordered
 logger = logging.getLogger("queue_runtime.actors")
 
 NO_HANDLER = "NoHandler"
+CONTENT_ERRORS: tuple[type[Exception], ...] = (
+    PermanentFailure,
+    CryptoError,
+    ValidationError,
+    MessageTooLargeError,
+    BatchTooLargeError,
+    UnencryptedMessageError,
+)
+"""Handler errors that say the message itself can never succeed: dead-lettered at once.
+Other permanent queue errors (configuration, authentication, a missing queue) are
+about the deployment, not the message: they are retried and count for the circuit."""
 _NOTHING: set[str] = cast(set[str], frozenset())  # shared, never added to: outside batches
 
 
@@ -361,7 +380,7 @@ class SessionActor(AsyncioActor):
         return ref
 
     def _is_permanent(self, error: Exception) -> bool:
-        permanent = (PermanentFailure, CryptoError, *self._context.settings.permanent_errors)
+        permanent = (*CONTENT_ERRORS, *self._context.settings.permanent_errors)
         return isinstance(error, permanent)
 
     # -- settling -----------------------------------------------------------------

@@ -227,6 +227,31 @@ async def test_a_permanent_failure_is_dead_lettered_on_first_delivery(
     assert journal.handled["o/r/pull/0"] == [2]
 
 
+async def test_an_error_about_the_content_is_permanent_one_about_the_deployment_is_not(
+    provider_for: Callable[..., InMemoryProvider],
+) -> None:
+    provider = provider_for()
+    journal = Journal()
+
+    def reject(event: Event) -> None:
+        if event.json()["n"] == 0:  # e.g. the handler's own send of a derived message
+            raise qr.MessageTooLargeError(300_000, 262_144)
+        if event.json()["n"] == 1 and journal.calls[event.message_id] == 1:
+            raise qr.AuthenticationError("token expired")  # fixed by the next attempt
+
+    sent = events(1, 3)
+    await qr.QueueClient(provider).send_messages(QUEUE, sent)
+
+    async with bot_for(provider, [handler(journal, reject)]) as bot:
+        await wait_until(lambda: bot.stats().dead_lettered == 1 and bot.stats().completed == 2)
+
+    [letter] = provider.dead_letter_messages(QUEUE)
+    assert (letter.dead_letter_reason, letter.delivery_count) == ("MessageTooLargeError", 1)
+    assert journal.calls[sent[0].message_id] == 1  # not retried
+    assert journal.calls[sent[1].message_id] == 2  # retried in place, then completed
+    assert journal.handled["o/r/pull/0"] == [1, 2]
+
+
 async def test_an_event_without_a_handler_is_dead_lettered_as_no_handler(
     provider_for: Callable[..., InMemoryProvider],
 ) -> None:
