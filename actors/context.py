@@ -19,6 +19,7 @@ from queue_runtime.actors.handlers import RestartPolicy
 from queue_runtime.circuit import CircuitBreakerConfig
 from queue_runtime.client import QueueClient
 from queue_runtime.clock import wait_for_event
+from queue_runtime.errors import ConfigurationError
 from queue_runtime.messages import QueueName, ReceivedMessage
 from queue_runtime.retry import RetryPolicy
 
@@ -54,14 +55,14 @@ class BotSettings:
     def __post_init__(self) -> None:
         for name in ("max_sessions", "mailbox_size", "max_in_flight", "max_delivery_count"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+                raise ConfigurationError("must be at least 1", field=name)
         if self.unordered_concurrency < 1:
-            raise ValueError("unordered_concurrency must be at least 1")
+            raise ConfigurationError("must be at least 1", field="unordered_concurrency")
         for name in ("session_idle_timeout", "drain_timeout", "receive_wait", "stall_timeout"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive")
+                raise ConfigurationError("must be positive", field=name)
         if self.unrouted not in ("dead_letter", "complete"):
-            raise ValueError("unrouted must be 'dead_letter' or 'complete'")
+            raise ConfigurationError("must be 'dead_letter' or 'complete'", field="unrouted")
 
 
 @dataclass(slots=True)

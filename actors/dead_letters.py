@@ -61,10 +61,21 @@ MAX_TRACEBACK = 2048
 
 
 def describe_failure(error: BaseException, *, delivery_count: int, attempts: int) -> str:
-    """A bounded, single-line description of why a message failed (no stack trace)."""
-    text = f"{type(error).__name__}: {error}".replace("\n", " ")
-    text += f" (delivery {delivery_count}, {attempts} attempts in this delivery)"
-    return text[:MAX_DESCRIPTION]
+    """A bounded, single-line description of why a message failed (no stack trace).
+
+    A long error text is cut, never the delivery and attempt counts after it.
+
+    Example:
+        >>> text = describe_failure(ValueError("x" * 5000), delivery_count=2, attempts=3)
+        >>> len(text), text[-47:]
+        (1024, 'xx... (delivery 2, 3 attempts in this delivery)')
+    """
+    text = " ".join(f"{type(error).__name__}: {error}".splitlines())
+    counts = f" (delivery {delivery_count}, {attempts} attempts in this delivery)"
+    room = MAX_DESCRIPTION - len(counts)
+    if len(text) > room:
+        text = text[: room - 3] + "..."
+    return text + counts
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ import orjson
 from opentelemetry.context import Context
 
 from queue_runtime.actors.runtime import AsyncioActor, AsyncioActorRef, kill, stop_all
+from queue_runtime.errors import ConfigurationError
 from queue_runtime.messages import ReceivedMessage
 from queue_runtime.telemetry import activate, log_fields
 
@@ -83,13 +84,17 @@ class RestartPolicy:
 
     def __post_init__(self) -> None:
         if self.max_restarts < 0:
-            raise ValueError("max_restarts must not be negative")
+            raise ConfigurationError("must not be negative", field="restart_policy.max_restarts")
         if not self.window > 0:
-            raise ValueError("window must be positive")
+            raise ConfigurationError("must be positive", field="restart_policy.window")
         if not 0 <= self.initial_backoff <= self.max_backoff:
-            raise ValueError("need 0 <= initial_backoff <= max_backoff")
+            raise ConfigurationError(
+                "need 0 <= initial_backoff <= max_backoff", field="restart_policy.initial_backoff"
+            )
         if self.on_escalation not in ("pause", "stop"):
-            raise ValueError("on_escalation must be 'pause' or 'stop'")
+            raise ConfigurationError(
+                "must be 'pause' or 'stop'", field="restart_policy.on_escalation"
+            )
 
     def backoff(self, restarts: int) -> float:
         """The delay before the ``restarts``-th restart in the window (1-based)."""

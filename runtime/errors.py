@@ -144,7 +144,7 @@ class CircuitOpenError(QueueError):
 # -- permanent --------------------------------------------------------------
 
 
-class ConfigurationError(QueueError):
+class ConfigurationError(QueueError, ValueError):
     """The configuration is invalid; ``field`` names the offending setting."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:

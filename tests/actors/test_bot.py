@@ -15,6 +15,7 @@ import pytest
 import queue_runtime as qr
 from queue_runtime.actors import Bot, Event, Handler, PermanentFailure, RestartPolicy
 from queue_runtime.dlq import FailureRecord
+from queue_runtime.health import HealthStatus
 from queue_runtime.providers.memory import InMemoryProvider
 
 QUEUE = "events"
@@ -569,15 +570,21 @@ async def test_a_crash_loop_pauses_pulling_until_the_restart_window_has_passed(
     async with bot_for(provider, [CrashLooping], restart_policy=policy) as bot:
         await wait_until(lambda: bot.stats().handler_restarts > policy.max_restarts)
         broken["on"] = False  # the next restart succeeds; the window still has to pass
-        escalated_at = time.monotonic()
         await client.send_messages(QUEUE, events(1, 1))
         await asyncio.sleep(0.5)
         received_while_escalated = bot.stats().received
+        health_while_escalated = await bot.health()
         await wait_until(lambda: bot.stats().completed == 2)
-        resumed_after = time.monotonic() - escalated_at
+        health_after = await bot.health()
 
     assert received_while_escalated == 1
-    assert resumed_after >= 0.5
+    handlers_check = health_while_escalated.check("handlers")
+    assert handlers_check is not None
+    assert handlers_check.status is HealthStatus.UNHEALTHY
+    assert not health_while_escalated.live
+    after = health_after.check("handlers")
+    assert after is not None
+    assert after.status is HealthStatus.HEALTHY
     assert journal.handled["o/r/pull/0"] == [0, 0]
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import queue_runtime as qr
+from queue_runtime.actors.circuits import HandlerCircuit
 from queue_runtime.circuit import CircuitBreaker, CircuitBreakerConfig, CircuitState
 
 
@@ -211,3 +214,34 @@ def test_repr_shows_state(breaker: CircuitBreaker) -> None:
     assert repr(breaker) == "CircuitBreaker(state=closed)"
     open_circuit(breaker)
     assert repr(breaker) == "CircuitBreaker(state=open)"
+
+
+async def test_a_half_open_handler_circuit_admits_at_most_success_threshold_probes_at_once() -> (
+    None
+):
+    config = CircuitBreakerConfig(failure_threshold=1, recovery_timeout=0.05, success_threshold=2)
+    circuit = HandlerCircuit("Checks", config)
+    circuit.failed(await circuit.admit(), "message-1")  # opens it
+    callers = [asyncio.ensure_future(circuit.admit()) for _ in range(6)]
+    await asyncio.sleep(0.1)  # past the recovery timeout: half-open
+
+    admitted = [caller.result() for caller in callers if caller.done()]
+    assert admitted == [True, True]  # two probes; four callers still wait
+    assert circuit.held == 4
+
+    circuit.failed(True, "message-2")  # a probe fails: open again, the waiting stay held
+    circuit.released(True)  # the other probe ends without a verdict
+    await asyncio.sleep(0)
+    assert sum(caller.done() for caller in callers) == 2
+    assert state_of(circuit.breaker) is CircuitState.OPEN
+
+    await asyncio.sleep(0.1)  # half-open again: two more probes, then success closes it
+    probes = [caller for caller in callers if caller.done()]
+    assert len(probes) == 4
+    assert all(caller.result() is True for caller in probes)
+    circuit.succeeded(True)
+    circuit.succeeded(True)
+    await asyncio.sleep(0)
+    assert state_of(circuit.breaker) is CircuitState.CLOSED
+    rest = [caller for caller in callers if caller not in probes]
+    assert [await caller for caller in rest] == [False, False]  # plain calls once closed
