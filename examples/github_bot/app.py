@@ -18,12 +18,24 @@ Run it with the command line, on any provider the configuration names::
 
 from __future__ import annotations
 
-from queue_runtime import QueueClient
+from queue_runtime import ProviderType, QueueClient
 from queue_runtime.actors import Bot, Event, Handler, PermanentFailure
 
 from github_bot.github_api import GitHubApi, RecordingGitHub
 
 QUEUE = "github-events"
+"""The queue's name; on SQS the FIFO queue ``github-events.fifo`` (see :func:`queue_for`)."""
+
+
+def queue_for(client: QueueClient) -> str:
+    """The bot's queue on ``client``'s provider: SQS needs a FIFO queue for sessions.
+
+    Example:
+        >>> from queue_runtime.providers.memory import InMemoryProvider
+        >>> queue_for(QueueClient(InMemoryProvider()))
+        'github-events'
+    """
+    return f"{QUEUE}.fifo" if client.provider_type is ProviderType.AWS_SQS else QUEUE
 
 
 def handlers(github: GitHubApi) -> list[type[Handler]]:
@@ -70,7 +82,7 @@ def make_bot(client: QueueClient, github: GitHubApi | None = None) -> Bot:
     """The bot on ``client``'s provider (``queue-runtime run`` passes the client)."""
     return Bot(
         client,
-        QUEUE,
+        queue_for(client),
         handlers(github or RecordingGitHub()),
         unrouted="complete",  # GitHub sends many event types this bot does not care about
     )

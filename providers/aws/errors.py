@@ -291,7 +291,8 @@ def map_error(
         return AuthenticationError(f"could not obtain AWS credentials ({name})", **context)
     if isinstance(exc, NoRegionError):
         return ConfigurationError(
-            "no AWS region: set aws.region (or AWS_REGION / a profile region)",
+            "no AWS region: set aws.region (QUEUE_RUNTIME_AWS_REGION), or AWS_DEFAULT_REGION "
+            "or a profile region for the default chain",
             field="aws.region",
         )
     if isinstance(exc, ReadTimeoutError):

@@ -12,8 +12,8 @@ run (:func:`run_scenario`) happens on a fresh virtual-time loop through a
   a share ``failure_rate`` of its calls; a share ``poison_share`` of the
   messages always fails (they must end in the dead-letter queue);
 * a share ``fault_rate`` of the bot's provider calls misbehaves during the
-  window — failed, answer lost, lock lost or slow, a quarter each (answers
-  to session receives are not lost: see :data:`DROPPED`);
+  window — failed, answer lost, lock lost or slow, a quarter each (the
+  operations whose answers get lost are :data:`DROPPED`);
 * the bot's process crashes ``crashes`` times at random moments and comes
   back after a random downtime;
 * after the window the faults stop; the kit drains and the invariants of

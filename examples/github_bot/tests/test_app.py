@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import queue_runtime as qr
 from queue_runtime.circuit import CircuitBreakerConfig
 from queue_runtime.github import events
+from queue_runtime.providers.aws import SqsProvider
+from queue_runtime.providers.memory import InMemoryProvider
 from queue_runtime.testing import BotKit
 
-from github_bot.app import QUEUE, handlers
+from github_bot.app import QUEUE, handlers, queue_for
 from github_bot.github_api import RecordingGitHub
 
 MakeKit = Callable[..., BotKit]
@@ -105,3 +108,12 @@ async def test_a_github_outage_holds_events_and_loses_none(bot_kit_factory: Make
     assert sorted(call[2] for call in github.calls) == [1, 2, 3, 4, 5]
     assert kit.dead_letters() == []
     assert kit.stats().bot.abandoned == 0  # no delivery was spent on the outage
+
+
+def test_on_sqs_the_bot_reads_the_fifo_queue_so_that_sessions_keep_their_order() -> None:
+    sqs = qr.QueueClient(SqsProvider(qr.AwsSqsConfig(region="eu-west-1")))  # no request made
+    memory = qr.QueueClient(InMemoryProvider())
+
+    assert queue_for(sqs) == "github-events.fifo"
+    assert sqs.session_support(queue_for(sqs)) is qr.SessionSupport.EMULATED
+    assert queue_for(memory) == QUEUE
