@@ -317,11 +317,12 @@ class Bot:
         """The watcher: when an actor asks (a crash loop under ``on_escalation="stop"``),
         stop the bot from this task, so that no actor waits for its own stopping."""
         await context.stop_requested.wait()
-        logger.error("stopping the bot: %s", context.stop_reason)
+        fields = log_fields("stop", self.settings.queue)
+        logger.error("stopping the bot: %s", context.stop_reason, extra=fields)
         try:
             await self._stop()
         except Exception:
-            logger.exception("stopping the bot on request failed")
+            logger.exception("stopping the bot on request failed", extra=fields)
 
     async def _watch_receiver(self, context: BotContext) -> None:
         """The stall watchdog: restart the receiver if its pull loop stopped going round."""
@@ -508,6 +509,7 @@ class Bot:
             logger.warning(
                 "drain timeout: interrupting %d in-flight messages (they are given back)",
                 context.stats.in_flight,
+                extra=log_fields("stop", self.settings.queue),
             )
             for name, method in (("sessions", "cancel_sessions"), ("handlers", "interrupt")):
                 ref = self._refs.get(name)
@@ -516,5 +518,9 @@ class Bot:
             while context.stats.in_flight > 0:
                 await context.wait_for_room(0.05)
                 if loop.time() > deadline + 5.0:
-                    logger.error("%d messages did not settle after stop", context.stats.in_flight)
+                    logger.error(
+                        "%d messages did not settle after stop",
+                        context.stats.in_flight,
+                        extra=log_fields("stop", self.settings.queue),
+                    )
                     break

@@ -25,6 +25,7 @@ from queue_runtime.client import SessionClient
 from queue_runtime.clock import wait_for_event
 from queue_runtime.errors import InvalidReceiptError, QueueError, SessionLockLostError
 from queue_runtime.messages import ReceiptHandle, ReceivedMessage
+from queue_runtime.telemetry import log_fields
 
 __all__ = ["LockRenewer", "renew_after"]
 
@@ -138,10 +139,16 @@ class LockRenewer:
         except (InvalidReceiptError, SessionLockLostError):
             if id(held) in self._held:  # counted when its settle fails (stats.lost_locks)
                 self._held.discard(id(held))
-                logger.warning("lock lost before the work finished: %r", held)
+                logger.warning("lock lost before the work finished: %r", held, extra=_fields(held))
             return False
         except QueueError as error:
-            logger.warning("lock renewal failed, will retry: %s", error)
+            logger.warning("lock renewal failed, will retry: %s", error, extra=_fields(held))
         else:
             self._context.stats.lock_renewals += 1
         return True
+
+
+def _fields(held: Held) -> dict[str, object]:
+    if isinstance(held, SessionClient):
+        return log_fields("renew_session_lock", held.queue, session_id=held.session_id)
+    return log_fields("renew_lock", held.queue)

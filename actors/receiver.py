@@ -52,6 +52,7 @@ from queue_runtime.errors import (
 )
 from queue_runtime.messages import ReceivedMessage
 from queue_runtime.provider import SessionSupport
+from queue_runtime.telemetry import log_fields
 
 __all__ = ["ReceiverActor", "backoff"]
 
@@ -192,7 +193,11 @@ class ReceiverActor(AsyncioActor):
                     )
                 except SessionsNotSupportedError:
                     # the provider learnt that this queue has no sessions: pull plainly
-                    logger.info("queue %s has no sessions; receiving without them", settings.queue)
+                    logger.info(
+                        "queue %s has no sessions; receiving without them",
+                        settings.queue,
+                        extra=log_fields("accept_session", settings.queue),
+                    )
                     await self._pull_batches()
                     return
                 except Exception as error:
@@ -219,7 +224,11 @@ class ReceiverActor(AsyncioActor):
         self._pumps.discard(pump)
         self._context.wake()  # a session slot is free
         if not pump.cancelled() and pump.exception() is not None:
-            logger.error("session pump failed", exc_info=pump.exception())
+            logger.error(
+                "session pump failed",
+                exc_info=pump.exception(),
+                extra=log_fields("session_receive", self._context.settings.queue),
+            )
 
     async def _pump(self, session: SessionClient) -> None:
         """Feed one accepted session to its actor, a batch at a time, until it is drained."""
@@ -238,12 +247,21 @@ class ReceiverActor(AsyncioActor):
                         settings.mailbox_size, timeout=settings.receive_wait
                     )
                 except (SessionLockLostError, SessionNotFoundError):
-                    logger.warning("lost the lock on session %s", key)
+                    logger.warning(
+                        "lost the lock on session %s",
+                        key,
+                        extra=log_fields("session_receive", settings.queue, session_id=key),
+                    )
                     return
                 except QueueError as error:
                     # not retried (a lost answer would let later messages overtake):
                     # closing the session gives back everything, in order
-                    logger.warning("receive from session %s failed (%s); releasing it", key, error)
+                    logger.warning(
+                        "receive from session %s failed (%s); releasing it",
+                        key,
+                        error,
+                        extra=log_fields("session_receive", settings.queue, session_id=key),
+                    )
                     return
                 if not batch:
                     return  # drained for now: free the slot for a session with work waiting
@@ -281,7 +299,12 @@ class ReceiverActor(AsyncioActor):
         try:
             await session.close()
         except Exception as error:
-            logger.warning("could not close session %s: %s", session.session_id, error)
+            logger.warning(
+                "could not close session %s: %s",
+                session.session_id,
+                error,
+                extra=log_fields("close_session", session.queue, session_id=session.session_id),
+            )
 
     # -- shared -------------------------------------------------------------------
 
@@ -293,7 +316,11 @@ class ReceiverActor(AsyncioActor):
         )
         failed = sum(1 for result in results if isinstance(result, BaseException))
         if failed:
-            logger.warning("%d messages received while stopping wait out their locks", failed)
+            logger.warning(
+                "%d messages received while stopping wait out their locks",
+                failed,
+                extra=log_fields("abandon", self._context.settings.queue),
+            )
 
     async def _give_back_session(self, session: SessionClient | None) -> None:
         if session is not None:
@@ -332,16 +359,22 @@ class ReceiverActor(AsyncioActor):
         await self._context.wait_for_room(self._context.settings.receive_wait)
 
     async def _pause(self, error: Exception, failures: int) -> None:
+        fields = log_fields("receive", self._context.settings.queue)
         if not isinstance(error, QueueError):
             delay = backoff(failures)
-            logger.error("receive failed unexpectedly; retrying in %.1f s", delay, exc_info=error)
+            logger.error(
+                "receive failed unexpectedly; retrying in %.1f s",
+                delay,
+                exc_info=error,
+                extra=fields,
+            )
         elif isinstance(error, CircuitOpenError):
             delay = error.retry_after or 1.0
-            logger.warning("provider circuit open; pausing receive for %.1f s", delay)
+            logger.warning("provider circuit open; pausing receive for %.1f s", delay, extra=fields)
         else:
             delay = backoff(failures)
             level = logging.WARNING if error.transient else logging.ERROR
-            logger.log(level, "receive failed (%s); retrying in %.1f s", error, delay)
+            logger.log(level, "receive failed (%s); retrying in %.1f s", error, delay, extra=fields)
         loop = asyncio.get_running_loop()
         until = loop.time() + delay
         while (left := until - loop.time()) > 0:  # a long pause is not a stall

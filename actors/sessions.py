@@ -453,7 +453,11 @@ class SessionActor(AsyncioActor):
                 tracebacks=context.settings.failure_tracebacks,
             )
         except Exception:  # a record is worth less than dead-lettering the message
-            logger.exception("could not build the failure record of %s", message.message_id)
+            logger.exception(
+                "could not build the failure record of %s",
+                message.message_id,
+                extra=log_fields("dead_letter", None, message),
+            )
         self._settled.add(message.receipt.token)
         self._parts.renewer.release(message.receipt)
         try:

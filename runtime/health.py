@@ -59,6 +59,7 @@ import orjson
 from queue_runtime.circuit import CircuitBreaker, CircuitState
 from queue_runtime.errors import OperationTimeoutError, QueueError
 from queue_runtime.messages import QueueName
+from queue_runtime.telemetry import log_fields
 
 if TYPE_CHECKING:
     from queue_runtime.client import QueueClient
@@ -254,7 +255,12 @@ async def probe_queue(client: QueueClient, queue: str, *, timeout: float = 5.0) 
         error = exc.with_context(operation="queue_info", queue=queue)
     except Exception as exc:  # a provider bug must not break the health report
         # only the type: the text of an unmapped SDK error may quote a secret
-        logger.warning("queue_info of %r failed unexpectedly: %s", queue, type(exc).__name__)
+        logger.warning(
+            "queue_info of %r failed unexpectedly: %s",
+            queue,
+            type(exc).__name__,
+            extra=log_fields("queue_info", queue),
+        )
         error = QueueError(
             f"unexpected {type(exc).__name__} from the provider", operation="queue_info"
         )

@@ -211,8 +211,11 @@ def log_fields(
     operation: str,
     queue: str | None = None,
     message: Message | ReceivedMessage | None = None,
+    *,
+    session_id: str | None = None,
 ) -> dict[str, object]:
-    """The ``extra=`` of a log record: :data:`LOG_FIELDS`, from ``message`` where given.
+    """The ``extra=`` of a log record: :data:`LOG_FIELDS`, from ``message`` where given
+    (``session_id`` names the session of a record about a session, not a message).
 
     ``trace_id`` is the current span's (32 hex digits), so that logs and
     traces can be joined. Only identifiers: never the body or attributes.
@@ -227,7 +230,7 @@ def log_fields(
     fields: dict[str, object] = {
         "queue": None if queue is None else str(queue),
         "message_id": None,
-        "session_id": None,
+        "session_id": session_id,
         "correlation_id": None,
         "operation": operation,
         "delivery_count": None,

@@ -67,6 +67,7 @@ from queue_runtime.provider import (
     ProviderType,
     SessionSupport,
 )
+from queue_runtime.telemetry import log_fields
 
 from .inflight import Group, Held, Ledger, QueueState, SessionLock
 from .sessions import SqsSessionReceiver
@@ -481,7 +482,9 @@ class SqsProvider:
                 async with asyncio.timeout(10):
                     await self._release(list(held.values()), "aclose")
             except TimeoutError:
-                logger.warning("SQS: releasing held messages on close timed out")
+                logger.warning(
+                    "SQS: releasing held messages on close timed out", extra=log_fields("aclose")
+                )
         for state in self._queues.values():
             state.notify()
         await self._transport.aclose()
@@ -668,6 +671,7 @@ class SqsProvider:
                     reason,
                     exc,
                     state.sqs_name,
+                    extra=log_fields(operation, state.name),
                 )
                 self._forget(held)
         if state.grouped:
@@ -827,6 +831,7 @@ class SqsProvider:
                     len(changes),
                     state.sqs_name,
                     exc,
+                    extra=log_fields(operation, state.name),
                 )
 
     async def _give_up(self, helds: Sequence[Held], operation: str, what: str) -> None:
@@ -841,7 +846,10 @@ class SqsProvider:
                     continue
                 except QueueError as exc:
                     logger.warning(
-                        "SQS: could not dead-letter message %s: %s", held.message.message_id, exc
+                        "SQS: could not dead-letter message %s: %s",
+                        held.message.message_id,
+                        exc,
+                        extra=log_fields(operation, held.state.name),
                     )
             release.append(held)
         await self._release(release, operation)
@@ -869,6 +877,7 @@ class SqsProvider:
                         "SQS: could not dead-letter message %s after its last delivery: %s",
                         held.message.message_id,
                         exc,
+                        extra=log_fields("lock_expiry", held.state.name),
                     )
             self._forget(held)
             if group is not None and group.buffered and group.lock is None:
@@ -1021,9 +1030,9 @@ class SqsProvider:
             try:
                 await self._keep_once()
             except QueueError as exc:
-                logger.warning("SQS keeper: %s", exc)
+                logger.warning("SQS keeper: %s", exc, extra=log_fields("keep"))
             except Exception:  # the keeper must outlive surprises; they are logged
-                logger.exception("SQS keeper failed; it keeps going")
+                logger.exception("SQS keeper failed; it keeps going", extra=log_fields("keep"))
 
     async def _keep_once(self) -> None:
         """Extend buffered messages, release long-unclaimed ones, end lapsed sessions."""

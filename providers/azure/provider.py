@@ -81,6 +81,7 @@ from queue_runtime.errors import (
 from queue_runtime.health import QueueInfo
 from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
 from queue_runtime.provider import Capabilities, ProviderType, SessionSupport
+from queue_runtime.telemetry import log_fields
 
 from .connection import build_client, secret_values
 from .errors import refuses_plain_receivers, refuses_session_receivers, scrub, translate
@@ -539,6 +540,7 @@ class AzureServiceBusProvider:
                 queue,
                 type(exc).__name__,
                 scrub(str(exc), self._secrets),
+                extra=log_fields("close", queue),
             )
 
     async def _pack(
@@ -601,6 +603,7 @@ class AzureServiceBusProvider:
                 _log.info(
                     "queue %r requires sessions: plain receives return nothing, use accept_session",
                     queue,
+                    extra=log_fields("receive", queue),
                 )
                 self._requires_sessions.add(queue)
                 self._receivers.pop((queue, False), None)
@@ -728,6 +731,7 @@ class AzureServiceBusProvider:
             delivery.queue,
             type(exc).__name__,
             scrub(str(exc), self._secrets),
+            extra=log_fields("abandon", delivery.queue),
         )
 
 

@@ -37,10 +37,10 @@ __all__ = [
 TAKE_DESCRIPTION = """\
 peek shows messages and gives them back at once (abandon); receive shows them and
 then completes (removes) them. SQS cannot read a live queue without locking it, and
-peek works the same way on every provider, so a peek COUNTS AS A DELIVERY: a message peeked on its max_delivery_count-th
-delivery goes to the dead-letter queue. On queues with native sessions (Azure,
-memory session_mode=native) the next available session is taken unless --session
-names one."""
+peek works the same way on every provider, so a peek COUNTS AS A DELIVERY: a
+message peeked on its max_delivery_count-th delivery goes to the dead-letter queue.
+On queues with native sessions (Azure, memory session_mode=native) the next
+available session is taken unless --session names one."""
 
 FOLLOW_UP_WAIT = 1.0
 """Seconds later receives wait once the first batch came (``--count`` above one batch)."""

@@ -178,6 +178,7 @@ async def test_no_log_record_shows_a_body_key_or_credential(
         if marker in _everything_in(record)
     ]
     assert leaks == []
+    assert _unstructured(captured) == []
 
 
 async def test_client_log_records_carry_the_structured_fields(
@@ -243,3 +244,13 @@ async def test_a_bot_logs_no_body_even_when_handlers_fail_with_it(
         (record.name, record.getMessage()) for record in captured if BODY in _everything_in(record)
     ]
     assert leaks == []
+    assert _unstructured(captured) == []
+
+
+def _unstructured(records: list[logging.LogRecord]) -> list[str]:
+    """Records at INFO and above without the structured fields (``operation`` et al.)."""
+    return [
+        f"{record.name}: {record.getMessage()}"
+        for record in records
+        if record.levelno >= logging.INFO and not hasattr(record, "operation")
+    ]
