@@ -221,7 +221,8 @@ async def test_a_half_open_handler_circuit_admits_at_most_success_threshold_prob
 ):
     config = CircuitBreakerConfig(failure_threshold=1, recovery_timeout=0.05, success_threshold=2)
     circuit = HandlerCircuit("Checks", config)
-    circuit.failed(await circuit.admit(), "message-1")  # opens it
+    assert await circuit.admit() is False  # closed: a plain call
+    circuit.failed(False, "message-1")  # opens it
     callers = [asyncio.ensure_future(circuit.admit()) for _ in range(6)]
     await asyncio.sleep(0.1)  # past the recovery timeout: half-open
 
