@@ -102,3 +102,41 @@ async def test_a_handler_runs_in_a_process_span_that_continues_the_producers_tra
     assert outcomes == {("completed", None): 1, ("dead_lettered", "PermanentFailure"): 1}
     assert max(observed_in_flight) >= 1  # the bot's gauges were registered while it ran
     assert _metric(reader, telemetry.IN_FLIGHT) == []  # and unregistered when it stopped
+
+
+async def test_a_running_bot_reports_handler_retries_sessions_and_circuits() -> None:
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    during: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+
+    class Flaky(Handler):
+        event_types: ClassVar[tuple[str, ...]] = ("push",)
+
+        async def handle(self, event: Event) -> None:
+            if event.attempt == 1:
+                raise ConnectionError("downstream hiccup")  # retried in place
+            for name in (telemetry.ACTIVE_SESSIONS, telemetry.CIRCUIT_STATE):
+                during[name] = _metric(reader, name)
+
+    client = qr.QueueClient(InMemoryProvider(), meter_provider=meter_provider)
+    await client.send_messages(
+        QUEUE,
+        [
+            qr.Message(b"{}", attributes={"event_type": "push"}, session_id=f"o/r/pull/{n}")
+            for n in range(3)
+        ],
+    )
+    retry = qr.RetryPolicy(max_attempts=2, initial_delay=0.01, jitter=0.0)
+    async with Bot(client, QUEUE, [Flaky], retry=retry, receive_wait=0.05) as bot:
+        await wait_until(lambda: bot.stats().completed == 3)
+
+    retries = {
+        (labels[telemetry.OPERATION_NAME], labels[telemetry.ERROR_TYPE]): point.value
+        for labels, point in _metric(reader, telemetry.RETRIES)
+    }
+    assert retries == {("process", "ConnectionError"): 3}
+    assert max(point.value for _, point in during[telemetry.ACTIVE_SESSIONS]) >= 1
+    circuits = {
+        labels[telemetry.CIRCUIT]: point.value for labels, point in during[telemetry.CIRCUIT_STATE]
+    }
+    assert circuits == {"provider": 0, "Flaky": 0}  # closed
