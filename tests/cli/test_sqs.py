@@ -101,6 +101,38 @@ async def test_send_and_receive_through_sqs(cli: Cli, sqs: qr.QueueClient) -> No
     assert await sqs.receive_message(QUEUE, timeout=0.5) is None  # receive completed it
 
 
+async def test_peek_through_sqs_gives_the_message_back_at_once(
+    cli: Cli, sqs: qr.QueueClient
+) -> None:
+    await sqs.send_message(QUEUE, qr.Message(b"look", message_id="m-1"))
+
+    result = await cli("peek", QUEUE, "--timeout", "5", "--json", *_aws_options())
+
+    assert result.code == ExitCode.OK, result.err
+    [record] = result.json()
+    assert (record["message_id"], record["body"]) == ("m-1", "look")
+    again = await sqs.receive_message(QUEUE, timeout=1.0)  # visible again: no lock to wait out
+    assert again is not None
+    assert again.delivery_count == 2  # the peek was a receive
+    await sqs.complete_message(again.receipt)
+
+
+async def test_dlq_list_through_sqs_shows_reasons_and_keeps_the_dead_letters(
+    cli: Cli, sqs: qr.QueueClient
+) -> None:
+    await sqs.send_message(QUEUE, qr.Message(b"bad", message_id="m-2"))
+    message = await sqs.receive_message(QUEUE, timeout=5.0)
+    assert message is not None
+    await sqs.dead_letter_message(message.receipt, "ValueError", "cannot parse")
+
+    listed = await cli("dlq", "list", QUEUE, "--json", *_aws_options())
+
+    assert listed.code == ExitCode.OK, listed.err
+    [record] = listed.json()
+    assert (record["message_id"], record["dead_letter_reason"]) == ("m-2", "ValueError")
+    assert [m.message_id for m in await sqs.peek_dead_letters(QUEUE)] == ["m-2"]
+
+
 async def test_dlq_stats_requeue_and_purge_through_sqs(cli: Cli, sqs: qr.QueueClient) -> None:
     await sqs.send_messages(QUEUE, [qr.Message(b"a"), qr.Message(b"b")])
     for reason in ("ValueError", "KeyError"):
