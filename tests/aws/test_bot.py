@@ -92,6 +92,51 @@ async def test_a_dead_letter_on_sqs_carries_the_bots_failure_record(
     assert letter.attributes["event_type"] == "push"
 
 
+async def test_a_poison_message_on_sqs_carries_its_history_across_deliveries(
+    provider: SqsProvider, client: qr.QueueClient
+) -> None:
+    queue = "bot-poison.fifo"
+    await provider.create_queue(queue)
+
+    class AlwaysFailing(Handler):
+        event_types: ClassVar[tuple[str, ...]] = ("push",)
+
+        async def handle(self, event: Event) -> None:
+            raise ValueError("cannot parse " + "x" * 5000)  # long: the description is cut
+
+    await client.send_message(
+        queue, qr.Message(b"{}", attributes={"event_type": "push"}, session_id="o/r")
+    )
+    once = qr.RetryPolicy(max_attempts=1)  # each failure gives the message back at once
+    bot = Bot(client, queue, [AlwaysFailing], receive_wait=0.2, retry=once, max_delivery_count=3)
+    async with bot:
+        deadline = time.monotonic() + 60
+        while bot.stats().dead_lettered < 1:
+            assert time.monotonic() < deadline, f"bot stalled: {bot.stats()}"
+            await asyncio.sleep(0.05)
+
+    [letter] = await client.peek_dead_letters(queue)
+    record = FailureRecord.from_attributes(letter.attributes)
+    assert (record.reason, record.handler, record.delivery_count) == (
+        "ValueError",
+        "AlwaysFailing",
+        3,
+    )
+    assert [(a.error, a.delivery) for a in record.attempts] == [
+        ("ValueError", n) for n in (1, 2, 3)
+    ]
+    assert record.first_failed_at is not None
+    assert record.dead_lettered_at is not None
+    assert record.first_failed_at <= record.dead_lettered_at  # ISO 8601, UTC
+    assert record.first_failed_at == record.attempts[0].at
+    assert record.traceback is None  # only with failure_tracebacks=True
+    description = letter.dead_letter_description or ""
+    assert description.startswith("ValueError: cannot parse xxx")
+    assert description.endswith("(delivery 3, 1 attempts in this delivery)")
+    assert len(description) <= 1024
+    assert letter.session_id == "o/r"
+
+
 async def test_a_busy_bot_completes_in_batches_of_many_messages_per_request(
     provider: SqsProvider, client: qr.QueueClient
 ) -> None:
