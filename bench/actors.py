@@ -16,7 +16,7 @@ from typing import Any
 
 import pykka
 
-from bench.harness import Row, interleaved, report, save
+from bench.harness import Row, interleaved, interleaved_runs, report, save
 from queue_runtime.actors import AsyncioActor
 from queue_runtime.actors.runtime import stop_all
 
@@ -162,7 +162,7 @@ def _in_subprocess(kind: str, count: int) -> dict[str, float]:
 
 
 def idle_actors(count: int) -> list[Row]:
-    runs = [_in_subprocess("idle", count) for _ in range(5)]
+    runs = interleaved_runs({"idle": lambda: _in_subprocess("idle", count)})["idle"]
     per_actor = sorted(r["bytes_per_actor"] for r in runs)[2]
     lifecycle = sorted(r["create_s"] + r["stop_s"] for r in runs)[2]
     rows = [
@@ -188,8 +188,13 @@ def idle_actors(count: int) -> list[Row]:
 
 
 def versus_threads(count: int = 1000) -> list[Row]:
-    ours = [_in_subprocess("asyncio", count) for _ in range(5)]
-    theirs = [_in_subprocess("threading", count) for _ in range(5)]
+    runs = interleaved_runs(
+        {
+            "asyncio": lambda: _in_subprocess("asyncio", count),
+            "threading": lambda: _in_subprocess("threading", count),
+        }
+    )
+    ours, theirs = runs["asyncio"], runs["threading"]
     ours_s = sorted(r["seconds"] for r in ours)[2]
     theirs_s = sorted(r["seconds"] for r in theirs)[2]
     ours_b = sorted(r["bytes"] for r in ours)[2]

@@ -344,9 +344,9 @@ class QueueClient:
             results = list(
                 await self._call("complete", queue, lambda: provider.complete_many(receipts))
             )
-        for receipt, result in zip(receipts, results, strict=True):
-            if result is None:
-                self.telemetry.count_settled("complete", receipt)
+        completed = results.count(None)
+        if completed:  # one recording for the batch: an SDK's cost is per recording
+            self.telemetry.count_settled("complete", receipts[0], count=completed)
         retry = [i for i, error in enumerate(results) if error is not None and error.transient]
         if retry:  # the rest of the batch is done: only these go again, each on its own
             again = await self._complete_each([receipts[i] for i in retry])

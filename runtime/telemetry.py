@@ -823,9 +823,10 @@ class Telemetry:
             self._instruments.consumed.add(count, self._queue(queue))
 
     def count_settled(
-        self, operation: str, receipt: ReceiptHandle, reason: str | None = None
+        self, operation: str, receipt: ReceiptHandle, reason: str | None = None, *, count: int = 1
     ) -> None:
-        """A message was completed, abandoned or dead-lettered (with ``reason``).
+        """A message (``count`` messages of ``receipt``'s queue) was completed, abandoned
+        or dead-lettered (with ``reason``).
 
         Settling a message read from the dead-letter queue is DLQ upkeep, not
         the fate of a message of the queue: it is not counted.
@@ -835,7 +836,7 @@ class Telemetry:
         attributes = self._queue(receipt.queue)
         if reason is not None:
             attributes = {**attributes, ERROR_TYPE: error_type(reason)}
-        self._instruments.settled[_SETTLE_COUNTERS[operation]].add(1, attributes)
+        self._instruments.settled[_SETTLE_COUNTERS[operation]].add(count, attributes)
 
     def count_retry(self, operation: str, queue: str, error: BaseException) -> None:
         """A failed provider call or handler attempt (``operation="process"``) is retried."""
