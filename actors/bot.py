@@ -218,6 +218,7 @@ class Bot:
             )
             dead_letters = self._refs["dead_letters"] = DeadLetterActor.start(context)
             parts = _Parts(context, handlers, dead_letters, renewer)
+            parts.handler_refs.update(await handlers.proxy().routes())
             if Completions.worthwhile(self._client):
                 parts.completions = self._completions = Completions(self._client)
             sessions = self._refs["sessions"] = SessionSupervisor.start(parts)

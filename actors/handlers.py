@@ -262,6 +262,15 @@ class HandlerSupervisor(AsyncioActor):
             for times in self._restarts.values()
         )
 
+    def routes(self) -> dict[str, AsyncioActorRef[Any]]:
+        """The live handler of every declared event type (the wildcard excluded), so that
+        session actors need not ask for each one on their first message."""
+        return {
+            event_type: ref
+            for event_type, handler in self._classes.items()
+            if event_type != WILDCARD and (ref := self._refs[handler]).is_alive()
+        }
+
     def handles(self, event_type: str) -> bool:
         return event_type in self._classes or WILDCARD in self._classes
 

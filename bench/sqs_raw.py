@@ -206,7 +206,7 @@ def moto_server() -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def main() -> None:
+def main() -> list[Row]:
     with moto_server() as endpoint, asyncio.Runner() as runner:
         bench = Bench(endpoint, runner)
         runner.run(bench.start())
@@ -216,6 +216,7 @@ def main() -> None:
             runner.run(bench.stop())
     report("SQS against moto (messages/s, median of 5 interleaved runs)", rows)
     print(f"\nwrote {save('sqs_raw', rows)}")
+    return rows
 
 
 def measure(bench: Bench) -> list[Row]:

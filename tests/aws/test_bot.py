@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import ClassVar
 
 import queue_runtime as qr
@@ -12,6 +13,14 @@ from queue_runtime.actors import Bot, Event, Handler, PermanentFailure
 from queue_runtime.dlq import FailureRecord
 from queue_runtime.providers.aws import SqsProvider
 from tests.aws.conftest import record_calls
+
+
+async def until(bot: Bot, done: Callable[[], bool], timeout: float = 60) -> None:
+    """Wait until ``done()``; fail with the bot's counters if it takes over ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"bot stalled: {bot.stats()}"
+        await asyncio.sleep(0.05)
 
 
 async def test_a_bot_handles_a_fifo_queue_in_order_per_session_and_dead_letters_poison(
@@ -44,10 +53,7 @@ async def test_a_bot_handles_a_fifo_queue_in_order_per_session_and_dead_letters_
     bot = Bot(client, queue, [PullRequests], retry=retry, max_delivery_count=2, receive_wait=0.2)
 
     async with bot:
-        deadline = time.monotonic() + 60
-        while bot.stats().completed < 19 or bot.stats().dead_lettered < 1:
-            assert time.monotonic() < deadline, f"bot stalled: {bot.stats()}"
-            await asyncio.sleep(0.05)
+        await until(bot, lambda: bot.stats().completed >= 19 and bot.stats().dead_lettered >= 1)
 
     assert dict(seen) == {
         **{f"o/r/pull/{s}": [0, 1, 2, 3] for s in range(1, 5)},
@@ -76,10 +82,7 @@ async def test_a_dead_letter_on_sqs_carries_the_bots_failure_record(
     )
     bot = Bot(client, queue, [Rejecting], receive_wait=0.2, failure_tracebacks=True)
     async with bot:
-        deadline = time.monotonic() + 60
-        while bot.stats().dead_lettered < 1:
-            assert time.monotonic() < deadline, f"bot stalled: {bot.stats()}"
-            await asyncio.sleep(0.05)
+        await until(bot, lambda: bot.stats().dead_lettered >= 1)
 
     [letter] = await client.peek_dead_letters(queue)
     record = FailureRecord.from_attributes(letter.attributes)
@@ -110,10 +113,7 @@ async def test_a_poison_message_on_sqs_carries_its_history_across_deliveries(
     once = qr.RetryPolicy(max_attempts=1)  # each failure gives the message back at once
     bot = Bot(client, queue, [AlwaysFailing], receive_wait=0.2, retry=once, max_delivery_count=3)
     async with bot:
-        deadline = time.monotonic() + 60
-        while bot.stats().dead_lettered < 1:
-            assert time.monotonic() < deadline, f"bot stalled: {bot.stats()}"
-            await asyncio.sleep(0.05)
+        await until(bot, lambda: bot.stats().dead_lettered >= 1)
 
     [letter] = await client.peek_dead_letters(queue)
     record = FailureRecord.from_attributes(letter.attributes)
@@ -159,10 +159,7 @@ async def test_a_busy_bot_completes_in_batches_of_many_messages_per_request(
     )
     calls = await record_calls(provider)
     async with Bot(client, queue, [Slow], receive_wait=0.2) as bot:
-        deadline = time.monotonic() + 60
-        while bot.stats().completed < total:
-            assert time.monotonic() < deadline, f"bot stalled: {bot.stats()}"
-            await asyncio.sleep(0.05)
+        await until(bot, lambda: bot.stats().completed >= total)
 
     assert "DeleteMessage" not in calls
     deletes = calls.count("DeleteMessageBatch")
