@@ -16,7 +16,13 @@ While a handler's circuit is open:
 * the receiver stops pulling new messages;
 * after ``recovery_timeout`` the circuit is half-open and admits at most
   ``success_threshold`` probe calls at a time; enough successes close it and
-  every held message proceeds, a failure opens it again.
+  every held message proceeds, a failure opens it again. The receiver pulls
+  again while it is half-open, so that a probe has a message to try even when
+  none was held (native sessions give theirs back while the circuit is open);
+  what it pulls waits at admission with its lock kept alive;
+* a call admitted while the circuit was closed is checked again as it starts
+  on the handler's worker: if the circuit opened in between, it is not made
+  and the message is held like the others.
 
 A failure is charged to the message (counted against its in-place retries,
 and so eventually its delivery) when it happened while the circuit was
