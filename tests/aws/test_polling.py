@@ -30,7 +30,7 @@ async def test_a_receive_on_an_empty_queue_is_one_long_poll_that_ends_on_time(
     took = time.monotonic() - started
 
     assert waits == [2]  # not a long poll of 1 s and then short polls every 0.1 s
-    assert 1.9 <= took <= 2.3
+    assert 1.9 <= took <= 2.5
 
 
 async def test_a_receive_too_short_for_a_long_poll_asks_once_and_waits_out_its_time(
@@ -44,7 +44,7 @@ async def test_a_receive_too_short_for_a_long_poll_asks_once_and_waits_out_its_t
     assert await provider.receive(queue, 10, 0.6) == []
 
     assert waits == [0]
-    assert 0.5 <= time.monotonic() - started <= 0.8
+    assert 0.5 <= time.monotonic() - started <= 0.9
 
 
 async def test_while_a_fifo_group_is_held_a_settle_triggers_the_next_poll(
