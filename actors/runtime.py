@@ -304,7 +304,6 @@ class _Workers:
 
     def done_one(self) -> None:
         self.busy -= 1
-        _resolve(self.freed)
         if self.busy == 0:
             _resolve(self.all_idle)
 

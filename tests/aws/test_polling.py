@@ -18,16 +18,20 @@ from queue_runtime.providers.aws import SqsProvider
 from .conftest import record_calls, record_receive_waits
 
 
-async def test_a_receive_on_an_empty_queue_is_one_long_poll_that_ends_on_time(
-    provider: SqsProvider,
-) -> None:
+async def empty_receive(provider: SqsProvider, timeout: float) -> tuple[list[int], float]:
+    """Receive from a new, empty queue: the polls' ``WaitTimeSeconds`` and the seconds taken."""
     queue = qr.QueueName("idle")
     await provider.create_queue(queue)
     waits = await record_receive_waits(provider)
-
     started = time.monotonic()
-    assert await provider.receive(queue, 10, 2.0) == []
-    took = time.monotonic() - started
+    assert await provider.receive(queue, 10, timeout) == []
+    return waits, time.monotonic() - started
+
+
+async def test_a_receive_on_an_empty_queue_is_one_long_poll_that_ends_on_time(
+    provider: SqsProvider,
+) -> None:
+    waits, took = await empty_receive(provider, 2.0)
 
     assert waits == [2]  # not a long poll of 1 s and then short polls every 0.1 s
     assert 1.9 <= took <= 2.5
@@ -36,15 +40,10 @@ async def test_a_receive_on_an_empty_queue_is_one_long_poll_that_ends_on_time(
 async def test_a_receive_too_short_for_a_long_poll_asks_once_and_waits_out_its_time(
     provider: SqsProvider,
 ) -> None:
-    queue = qr.QueueName("idle")
-    await provider.create_queue(queue)
-    waits = await record_receive_waits(provider)
-
-    started = time.monotonic()
-    assert await provider.receive(queue, 10, 0.6) == []
+    waits, took = await empty_receive(provider, 0.6)
 
     assert waits == [0]
-    assert 0.5 <= time.monotonic() - started <= 0.9
+    assert 0.5 <= took <= 0.9
 
 
 async def test_while_a_fifo_group_is_held_a_settle_triggers_the_next_poll(
