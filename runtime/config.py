@@ -755,8 +755,8 @@ def _put_object(layer: _Layer, section: str, value: object, source: str) -> None
         layer.put(section, name, getattr(value, name), source)
 
 
-def _merge(layers: list[_Layer]) -> QueueConfig:
-    kind: str = _DEFAULT_PROVIDER
+def _merge(layers: list[_Layer], default_provider: str = _DEFAULT_PROVIDER) -> QueueConfig:
+    kind: str = default_provider
     for layer in layers:
         if layer.provider is not None:
             kind = layer.provider
@@ -781,6 +781,7 @@ def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
     env: Mapping[str, str] | None = None,
+    default_provider: str = _DEFAULT_PROVIDER,
     **overrides: Any,
 ) -> QueueConfig:
     """Build a :class:`QueueConfig` from defaults < TOML file < environment < ``overrides``.
@@ -790,6 +791,9 @@ def load_config(
     provider config object) and the sections ``memory``, ``sqlite``, ``aws``, ``azure``,
     ``retry``, ``circuit_breaker``, ``timeouts``, ``crypto``, each a section object (replaces that
     section) or a mapping of field values (merged field by field).
+
+    ``default_provider`` is the provider when no layer selects one (``"memory"``; the
+    command line passes ``"sqlite"``, so that separate commands share queues).
 
     Reading the file is blocking I/O. It is meant to run once at start-up, before the
     event loop starts; inside a running loop use ``asyncio.to_thread(load_config)``.
@@ -803,7 +807,7 @@ def load_config(
         layers.append(_toml_layer(path))
     layers.append(_env_layer(environ))
     layers.append(_override_layer(overrides))
-    return _merge(layers)
+    return _merge(layers, _parse_provider(default_provider, "load_config(default_provider=...)"))
 
 
 # -- coercion -----------------------------------------------------------------
