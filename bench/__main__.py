@@ -22,6 +22,7 @@ SUITES = [
     "bench.sqs_bot",
     "bench.crypto",
     "bench.telemetry",
+    "bench.sqlite",
     "bench.peers",
 ]
 

@@ -1,0 +1,341 @@
+"""The sqlite provider: the bot against a hand-written sqlite3 loop, sends, and processes.
+
+Every run uses a fresh database file in a temporary directory on the machine's
+disk, at the provider's defaults (WAL, ``synchronous=FULL``: one fsync per
+committed transaction, ``busy_timeout`` 10 s). Rows:
+
+* **bot vs hand-written loop**: 1,000 sessions x 20 messages, a no-op handler.
+  The baseline is the least a consumer of a SQLite file queue must do: in one
+  thread, ``BEGIN IMMEDIATE`` → claim the 100 oldest waiting rows (``UPDATE``
+  their lock token) → ``COMMIT``; read each message's ``event_type`` (the
+  no-op, as the bot's router does); ``BEGIN IMMEDIATE`` → ``DELETE`` them →
+  ``COMMIT``; again until empty. Its own minimal table, with the provider's
+  pragmas (WAL, the same ``synchronous`` and ``busy_timeout``). One consumer
+  that settles a batch before claiming the next keeps per-session order by
+  construction. The bot runs with ``receive_wait`` 0.05 s and ``max_in_flight``
+  2,000, as in ``bench/bot.py``; both are timed from the start of consuming
+  (the bot: its start) to the last settle. Target (issue #15): ≥ 0.5 x the
+  loop and ≥ 3,000 msg/s.
+* **send_messages**: 20,000 messages in one ``client.send_messages`` call (the
+  client splits it into batches of ``max_batch_size``, 100: one transaction
+  each), against raw ``executemany`` inserts in transactions of 100 into the
+  minimal table. Target: ≥ 20,000 msg/s.
+* **three bot processes on one file** against one, same 20,000 messages:
+  each process opens the file and says it is ready; the clock starts when all
+  are told to go and stops when the queue is empty (polled every 20 ms).
+
+huey's and persist-queue's SQLite queues are measured side by side with the bot
+on this provider in ``bench/peers.py`` (the tools a user would pick instead).
+
+Run: ``.venv/bin/python -m bench sqlite`` (part of ``python -m bench``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+
+import queue_runtime as qr
+from bench.harness import Row, interleaved, report, save
+from queue_runtime.actors import Bot, Event, Handler
+from queue_runtime.providers.sqlite import SqliteProvider
+
+SESSIONS = 1_000
+PER_SESSION = 20
+TOTAL = SESSIONS * PER_SESSION
+QUEUE = "bench"
+CLAIM = 100
+PROCESSES = 3
+PROCESS_TIMEOUT = 300.0
+
+
+class NoOp(Handler):
+    event_types = ("bench",)
+
+    async def handle(self, event: Event) -> None:
+        return None
+
+
+def config(path: Path) -> qr.SqliteConfig:
+    return qr.SqliteConfig(path=str(path))
+
+
+def _messages() -> list[qr.Message]:
+    return [
+        qr.Message(b"{}", attributes={"event_type": "bench"}, session_id=f"o/r/pull/{s}")
+        for _ in range(PER_SESSION)
+        for s in range(SESSIONS)
+    ]
+
+
+@contextmanager
+def _files() -> Iterator[Callable[[], Path]]:
+    """Fresh database paths in a temporary directory on the machine's disk."""
+    with tempfile.TemporaryDirectory(prefix="bench-sqlite-") as directory:
+        count = 0
+
+        def fresh() -> Path:
+            nonlocal count
+            count += 1
+            return Path(directory) / f"queues-{count}.db"
+
+        yield fresh
+
+
+async def _client(path: Path) -> qr.QueueClient:
+    return await qr.create_client(qr.QueueConfig(provider=config(path)))
+
+
+async def _filled(path: Path) -> None:
+    async with await _client(path) as client:
+        await client.send_messages(QUEUE, _messages())
+
+
+# -- the hand-written loop ---------------------------------------------------------------
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection with the provider's pragmas (read from its config)."""
+    settings = config(path)
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout * 1000)}")
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute(f"PRAGMA synchronous = {settings.synchronous.upper()}")
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "session_id TEXT, body BLOB, attributes BLOB, token TEXT, locked_until REAL)"
+    )
+    connection.execute("CREATE INDEX IF NOT EXISTS waiting ON messages (seq) WHERE token IS NULL")
+    return connection
+
+
+def _rows() -> list[tuple[str | None, bytes, bytes]]:
+    return [(m.session_id, m.body, orjson.dumps(m.attributes)) for m in _messages()]
+
+
+def _raw_fill(path: Path) -> None:
+    connection = _connect(path)
+    with connection:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.executemany(
+            "INSERT INTO messages (session_id, body, attributes) VALUES (?, ?, ?)", _rows()
+        )
+    connection.close()
+
+
+def hand_written(path: Path) -> int:
+    """Claim 100, handle, delete, until the table is empty; returns the messages handled."""
+    connection = _connect(path)
+    lock_duration = config(path).lock_duration
+    done = 0
+    while True:
+        token = secrets.token_hex(12)
+        connection.execute("BEGIN IMMEDIATE")
+        rows = connection.execute(
+            "SELECT seq, session_id, body, attributes FROM messages WHERE token IS NULL "
+            "ORDER BY seq LIMIT ?",
+            (CLAIM,),
+        ).fetchall()
+        connection.executemany(
+            "UPDATE messages SET token = ?, locked_until = ? WHERE seq = ?",
+            [(token, time.time() + lock_duration, row[0]) for row in rows],
+        )
+        connection.execute("COMMIT")
+        if not rows:
+            break
+        for row in rows:  # the no-op handler
+            _ = orjson.loads(row[3]).get("event_type")
+        connection.execute("BEGIN IMMEDIATE")
+        connection.executemany("DELETE FROM messages WHERE seq = ?", [(row[0],) for row in rows])
+        connection.execute("COMMIT")
+        done += len(rows)
+    connection.close()
+    return done
+
+
+def baseline_run(fresh: Callable[[], Path]) -> float:
+    path = fresh()
+    _raw_fill(path)
+    started = time.perf_counter()
+    done = hand_written(path)
+    elapsed = time.perf_counter() - started
+    assert done == TOTAL, done
+    return TOTAL / elapsed
+
+
+# -- the bot ------------------------------------------------------------------------------
+
+
+async def _bot_consume(path: Path) -> float:
+    async with await _client(path) as client:
+        started = time.perf_counter()
+        async with Bot(client, QUEUE, [NoOp], max_in_flight=2_000, receive_wait=0.05) as bot:
+            while bot.stats().completed < TOTAL:  # noqa: ASYNC110 - polling is the measurement
+                await asyncio.sleep(0.001)
+            elapsed = time.perf_counter() - started
+    return TOTAL / elapsed
+
+
+def bot_run(runner: asyncio.Runner, fresh: Callable[[], Path]) -> float:
+    path = fresh()
+    runner.run(_filled(path))
+    return runner.run(_bot_consume(path))
+
+
+# -- sends ----------------------------------------------------------------------------------
+
+
+async def _send(path: Path, messages: list[qr.Message]) -> float:
+    async with await _client(path) as client:
+        await client.send_messages(QUEUE, messages[:1])  # open the file, create the queue
+        started = time.perf_counter()
+        await client.send_messages(QUEUE, messages)
+        return len(messages) / (time.perf_counter() - started)
+
+
+def raw_sends(path: Path) -> float:
+    connection = _connect(path)
+    rows = _rows()
+    batch = config(path).max_batch_size
+    started = time.perf_counter()
+    for start in range(0, len(rows), batch):
+        connection.execute("BEGIN IMMEDIATE")
+        connection.executemany(
+            "INSERT INTO messages (session_id, body, attributes) VALUES (?, ?, ?)",
+            rows[start : start + batch],
+        )
+        connection.execute("COMMIT")
+    rate = len(rows) / (time.perf_counter() - started)
+    connection.close()
+    return rate
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+def processes_run(runner: asyncio.Runner, fresh: Callable[[], Path], count: int) -> float:
+    """Messages per second of ``count`` bot processes sharing one filled file."""
+    path = fresh()
+    runner.run(_filled(path))
+    bots = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.sqlite_bot", str(path), QUEUE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    try:
+        for bot in bots:
+            assert bot.stdout is not None
+            if bot.stdout.readline().strip() != "ready":
+                raise RuntimeError("a bot process did not start")
+        started = time.perf_counter()
+        for bot in bots:
+            assert bot.stdin is not None
+            bot.stdin.write("go\n")
+            bot.stdin.flush()
+        elapsed = runner.run(_until_empty(path, started))
+    finally:
+        for bot in bots:
+            bot.terminate()
+        for bot in bots:
+            bot.wait(timeout=30)
+    return TOTAL / elapsed
+
+
+async def _until_empty(path: Path, started: float) -> float:
+    provider = SqliteProvider(config(path))
+    try:
+        while True:
+            info = await provider.queue_info(qr.QueueName(QUEUE))
+            if not info.depth and not info.in_flight:
+                return time.perf_counter() - started
+            if time.perf_counter() - started > PROCESS_TIMEOUT:
+                raise RuntimeError(f"bots did not empty the queue in {PROCESS_TIMEOUT} s")
+            await asyncio.sleep(0.02)
+    finally:
+        await provider.aclose()
+
+
+def measure() -> list[Row]:
+    rows: list[Row] = []
+    with _files() as fresh, asyncio.Runner() as runner:
+        consume = interleaved(
+            {
+                "hand-written": lambda: baseline_run(fresh),
+                "bot": lambda: bot_run(runner, fresh),
+            }
+        )
+        messages = _messages()
+        sends = interleaved(
+            {
+                "raw": lambda: raw_sends(fresh()),
+                "send_messages": lambda: runner.run(_send(fresh(), messages)),
+            }
+        )
+        shared = interleaved(
+            {
+                "one": lambda: processes_run(runner, fresh, 1),
+                "three": lambda: processes_run(runner, fresh, PROCESSES),
+            }
+        )
+    ratio = consume["bot"] / consume["hand-written"]
+    rows.append(
+        Row(
+            f"sqlite: bot, {SESSIONS:,} sessions x {PER_SESSION}, no-op, vs hand-written loop",
+            consume["bot"],
+            "m/s",
+            baseline=consume["hand-written"],
+            ratio=ratio,
+            target=">= 0.5 x loop and >= 3,000 msg/s",
+            met=ratio >= 0.5 and consume["bot"] >= 3_000,
+        )
+    )
+    rows.append(
+        Row(
+            f"sqlite: send_messages, {TOTAL:,} in one call, vs raw inserts of 100",
+            sends["send_messages"],
+            "m/s",
+            baseline=sends["raw"],
+            ratio=sends["send_messages"] / sends["raw"],
+            target=">= 20,000 msg/s",
+            met=sends["send_messages"] >= 20_000,
+        )
+    )
+    rows.append(
+        Row(
+            f"sqlite: {PROCESSES} bot processes on one file vs one process, total",
+            shared["three"],
+            "m/s",
+            baseline=shared["one"],
+            ratio=shared["three"] / shared["one"],
+        )
+    )
+    rows[-1].detail = {"synchronous": config(Path("x")).synchronous, "cpus": os.cpu_count() or 0}
+    return rows
+
+
+def main() -> list[Row]:
+    load = os.getloadavg()
+    rows = measure()
+    report("sqlite provider (median of 5 interleaved runs)", rows)
+    print(f"load average at start {load}, at end {os.getloadavg()} (2 cores, shared)")
+    print(f"\nwrote {save('sqlite', rows)}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
