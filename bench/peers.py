@@ -49,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,13 +62,14 @@ from bench.harness import Row, interleaved_runs, report, save
 from bench.moto_counted import Served, counted_moto_server, served
 from bench.peer_sqs import EVENT_TYPE, KEY, REGION, Tally, dramatiq_body
 
-MESSAGES = 300
+MESSAGES = 200
 GROUPS = 100
 REPEATS = 5
 CONSUMER_TIMEOUT = 180.0
 """Seconds a consumer may take to start and settle every message of a run."""
 LOCAL_MESSAGES = 20_000
 LOCAL_SESSIONS = 1_000
+FILE_MESSAGES = 5_000
 RAW_TARGET = 0.95
 CELERY_TARGET = 1.5
 
@@ -383,17 +385,131 @@ async def faststream_test_broker() -> tuple[float, float]:
     return LOCAL_MESSAGES / elapsed, cpu / LOCAL_MESSAGES
 
 
-def local_sides() -> list[Side]:
+# -- local file queues ---------------------------------------------------------------
+
+
+async def bot_sqlite(path: Path) -> tuple[float, float]:
+    """The bot on the sqlite provider, ``FILE_MESSAGES`` pre-published unordered messages."""
+    import queue_runtime as qr
+    from queue_runtime.actors import Bot, Event, Handler
+
+    first: list[tuple[float, float]] = []
+
+    class NoOp(Handler):
+        event_types = (EVENT_TYPE,)
+
+        async def handle(self, event: Event) -> None:
+            if not first:
+                first.append((time.perf_counter(), time.process_time()))
+
+    client = await qr.create_client(qr.QueueConfig(provider=qr.SqliteConfig(path=str(path))))
+    async with client:
+        messages = [  # distinct messages: each its own id, spread over the unordered lanes
+            qr.Message(b"{}", attributes={"event_type": EVENT_TYPE}) for _ in range(FILE_MESSAGES)
+        ]
+        await client.send_messages("bench", messages)
+        async with Bot(client, "bench", [NoOp], max_in_flight=2_000, receive_wait=0.05) as bot:
+            while bot.stats().completed < FILE_MESSAGES:  # noqa: ASYNC110 - the measurement
+                await asyncio.sleep(0.001)
+            last = time.perf_counter(), time.process_time()
+    return _rate_and_cpu(first[0], last, FILE_MESSAGES)
+
+
+def huey_sqlite(path: Path) -> tuple[float, float]:
+    """huey's ``SqliteHuey`` (its defaults: WAL, one worker thread), pre-enqueued no-op tasks,
+    timed from the first task call to the last task's return."""
+    from huey import SqliteHuey
+    from huey.signals import SIGNAL_COMPLETE
+
+    huey = SqliteHuey("bench", filename=str(path), results=False)
+    first: list[tuple[float, float]] = []
+    last: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    @huey.task()  # type: ignore[untyped-decorator]
+    def noop() -> None:
+        if not first:
+            first.append((time.perf_counter(), time.process_time()))
+
+    count = 0
+
+    def executed(signal_name: str, task: Any, *args: Any) -> None:  # after the task ran
+        nonlocal count
+        count += 1
+        if count == FILE_MESSAGES:
+            last.append((time.perf_counter(), time.process_time()))
+            done.set()
+
+    huey.signal(SIGNAL_COMPLETE)(executed)
+    for _ in range(FILE_MESSAGES):
+        noop()
+    handlers = {
+        sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    consumer = huey.create_consumer(workers=1, worker_type="thread", periodic=False)
+    consumer.start()
+    try:
+        if not done.wait(CONSUMER_TIMEOUT):
+            raise RuntimeError(f"huey handled {count} of {FILE_MESSAGES}")
+    finally:
+        consumer.stop(graceful=True)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        huey.storage.close()
+    return _rate_and_cpu(first[0], last[0], FILE_MESSAGES)
+
+
+def persist_queue_sqlite(path: Path) -> tuple[float, float]:
+    """persist-queue's ``SQLiteAckQueue`` (its defaults: WAL, a commit per call): pre-put
+    items, then ``get`` → no-op → ``ack`` in one thread."""
+    from persistqueue import SQLiteAckQueue
+
+    queue = SQLiteAckQueue(str(path), multithreading=False)
+    for index in range(FILE_MESSAGES):
+        queue.put({"event_type": EVENT_TYPE, "index": index})
+    item = queue.get(block=False)
+    first = time.perf_counter(), time.process_time()
+    handled = 0
+    while True:
+        _ = item["event_type"]  # the no-op
+        queue.ack(item)
+        handled += 1
+        if handled == FILE_MESSAGES:
+            break
+        item = queue.get(block=False)
+    last = time.perf_counter(), time.process_time()
+    queue.close()
+    return _rate_and_cpu(first, last, FILE_MESSAGES)
+
+
+def _rate_and_cpu(
+    first: tuple[float, float], last: tuple[float, float], count: int
+) -> tuple[float, float]:
+    return count / (last[0] - first[0]), (last[1] - first[1]) / count
+
+
+def file_sides() -> list[Side]:
+    with tempfile.TemporaryDirectory(prefix="bench-peers-") as directory:
+        files = itertools.count()
+
+        def fresh() -> Path:
+            return Path(directory) / f"queue-{next(files)}.db"
+
+        runner = asyncio.Runner()
+        with runner:
+            runs = interleaved_runs(
+                {
+                    "queue-runtime bot, sqlite": lambda: runner.run(bot_sqlite(fresh())),
+                    "huey SqliteHuey, 1 thread": lambda: huey_sqlite(fresh()),
+                    "persist-queue SQLiteAckQueue": lambda: persist_queue_sqlite(fresh()),
+                },
+                repeats=REPEATS,
+            )
+    return _local_medians(runs)
+
+
+def _local_medians(runs: dict[str, list[tuple[float, float]]]) -> list[Side]:
     nan = float("nan")
-    runner = asyncio.Runner()
-    with runner:
-        runs = interleaved_runs(
-            {
-                "queue-runtime bot, memory": lambda: runner.run(bot_memory()),
-                "faststream TestRedisBroker": lambda: runner.run(faststream_test_broker()),
-            },
-            repeats=REPEATS,
-        )
     return [
         Side(
             name,
@@ -405,6 +521,19 @@ def local_sides() -> list[Side]:
         )
         for name, measured in runs.items()
     ]
+
+
+def local_sides() -> list[Side]:
+    runner = asyncio.Runner()
+    with runner:
+        runs = interleaved_runs(
+            {
+                "queue-runtime bot, memory": lambda: runner.run(bot_memory()),
+                "faststream TestRedisBroker": lambda: runner.run(faststream_test_broker()),
+            },
+            repeats=REPEATS,
+        )
+    return _local_medians(runs)
 
 
 def versions() -> dict[str, str]:
@@ -460,6 +589,27 @@ def main() -> list[Row]:
             ratio=local[0].rate / local[1].rate,
         )
     )
+    files = file_sides()
+    tables.append(
+        (
+            f"local SQLite file queues, one process, {FILE_MESSAGES:,} pre-published messages",
+            files,
+            files[0].name,
+            files[0].name,
+        )
+    )
+    for side in files[1:]:
+        rows.append(
+            Row(
+                f"local: bot on sqlite vs {side.name}",
+                files[0].rate,
+                "m/s",
+                baseline=side.rate,
+                ratio=files[0].rate / side.rate,
+                target="ahead (> 1)",
+                met=files[0].rate > side.rate,
+            )
+        )
     report("peers: the bot against the tools a user would pick instead", rows)
     for table in tables:
         print_sides(*table)
