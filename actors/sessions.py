@@ -15,8 +15,8 @@ are processed concurrently.
 
 Example:
     >>> from queue_runtime.actors.sessions import unordered_key
-    >>> unordered_key("some-message-id", lanes=4).startswith("unordered/")
-    True
+    >>> [unordered_key(position, lanes=4) for position in (0, 1, 5)]
+    ['unordered/0', 'unordered/1', 'unordered/1']
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -89,9 +88,11 @@ about the deployment, not the message: they are retried and count for the circui
 _NOTHING: set[str] = cast(set[str], frozenset())  # shared, never added to: outside batches
 
 
-def unordered_key(message_id: str, lanes: int) -> str:
-    """The lane of a message without session id (stable for a given id)."""
-    return f"unordered/{zlib.crc32(message_id.encode()) % lanes}"
+def unordered_key(position: int, lanes: int) -> str:
+    """The lane of the ``position``-th message without session id: lanes take turns, so a
+    receive's batch spreads over distinct lanes and no message waits behind another's
+    settle (hashing message ids put two of ten in one lane most of the time)."""
+    return f"unordered/{position % lanes}"
 
 
 class Outcome(enum.Enum):
@@ -514,6 +515,8 @@ class SessionSupervisor(AsyncioActor):
         self._parts = parts
         self._sessions: dict[str, AsyncioActorRef[SessionActor]] = {}
         self._pins: dict[str, int] = {}
+        self._unordered = 0
+        """Messages without session id routed so far (the next one's lane)."""
         """Keys whose lifetime native session pumps manage (never swept): how many pumps."""
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -588,7 +591,10 @@ class SessionSupervisor(AsyncioActor):
         lanes = self._parts.context.settings.unordered_concurrency
         batches: dict[str, list[ReceivedMessage]] = {}
         for message in messages:
-            key = message.session_id or unordered_key(message.message_id, lanes)
+            key = message.session_id
+            if key is None:
+                key = unordered_key(self._unordered, lanes)
+                self._unordered += 1
             batches.setdefault(key, []).append(message)
         for key, batch in batches.items():
             self.open(key).tell(Deliver(batch))

@@ -416,6 +416,43 @@ async def test_messages_without_a_session_are_processed_concurrently(
     assert sorted(journal.handled["-"]) == list(range(40))
 
 
+async def test_as_many_messages_without_a_session_as_lanes_all_run_at_once(
+    provider_for: Callable[..., InMemoryProvider],
+) -> None:
+    # One receive's batch must spread over distinct lanes: a message sharing a lane
+    # waits for the other's handler *and* settle (on SQS, a delete round trip).
+    lanes = 10
+    provider = provider_for()
+    running = 0
+    all_running = asyncio.Event()
+
+    async def meets_the_others(event: Event) -> None:
+        nonlocal running
+        running += 1
+        if running == lanes:
+            all_running.set()
+        await all_running.wait()
+
+    unordered = [
+        qr.Message.from_json({"n": n}, attributes={"event_type": "pull_request"})
+        for n in range(lanes)
+    ]
+    await qr.QueueClient(provider).send_messages(QUEUE, unordered)
+
+    bot = bot_for(
+        provider,
+        [handler(Journal(), meets_the_others)],
+        unordered_concurrency=lanes,
+        drain_timeout=0.2,
+    )
+    async with bot:
+        try:
+            await asyncio.wait_for(all_running.wait(), timeout=3.0)
+        except TimeoutError:
+            pytest.fail(f"only {running} of {lanes} messages ran at once")
+        await wait_until(lambda: bot.stats().completed == lanes)
+
+
 async def test_the_receiver_stops_pulling_while_max_in_flight_messages_are_held(
     provider_for: Callable[..., InMemoryProvider],
 ) -> None:
