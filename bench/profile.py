@@ -4,9 +4,11 @@ Runs the bot over 1,000 sessions x 20 messages with a no-op handler (the same
 client, queue and settings as ``bench.bot``) ``RUNS`` times under pyinstrument,
 sampling the event loop's thread every millisecond; filling the queue is not
 profiled. ``python -m bench.profile overhead`` profiles the 32-session scenario
-of ``bench.overhead`` (10 ms handler) instead. Prints the top functions by own
-time (samples where the function itself was running) and by cumulative time
-(samples where it was anywhere on the stack), and own time per module. The full call tree goes to
+of ``bench.overhead`` (10 ms handler) instead, ``... sqs`` the bot of
+``bench.sqs_bot`` on a moto server (much of its wall time is waiting for moto).
+Prints the top functions by own time (samples where the function itself was
+running) and by cumulative time (samples where it was anywhere on the stack),
+and own time per module. The full call tree goes to
 ``queue-runtime-profile-<scenario>.html`` in the temporary directory (it is
 large, and bench/results/ keeps only JSON).
 
@@ -17,7 +19,7 @@ pyinstrument is not a project dependency: ``.venv/bin/pip install pyinstrument``
 Without it the same scenario runs under cProfile (which costs far more per call,
 so its proportions lean towards small, often-called functions).
 
-Run: ``.venv/bin/python -m bench.profile [bot|overhead]`` (not part of ``python -m bench``: it
+Run: ``.venv/bin/python -m bench.profile [bot|overhead|sqs]`` (not part of ``python -m bench``: it
 measures nothing against a baseline).
 """
 
@@ -31,13 +33,14 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import queue_runtime as qr
-from bench import bot, overhead
+from bench import bot, overhead, sqs_bot, sqs_raw
 from queue_runtime.actors import Bot
 
 RUNS = 3
@@ -72,6 +75,40 @@ async def _overhead_queue() -> qr.QueueClient:
     return await overhead.filled_client(OVERHEAD_SESSIONS)
 
 
+class _Sqs:
+    """The bot of ``bench/sqs_bot.py`` (FIFO queue on a moto server, 200 messages in 100
+    groups, ``receive_wait`` 1 s); the moto server runs in its own process, unprofiled."""
+
+    def __init__(self) -> None:
+        self.bench: sqs_bot.Bench | None = None
+        self.queue = ("", "")
+
+    @contextmanager
+    def serving(self, runner: asyncio.Runner) -> Iterator[None]:
+        with sqs_raw.moto_server() as endpoint:
+            self.bench = sqs_bot.Bench(endpoint, runner)
+            runner.run(self.bench.start())
+            try:
+                yield
+            finally:
+                runner.run(self.bench.stop())
+
+    async def fill(self) -> qr.QueueClient:
+        assert self.bench is not None, "fill outside serving()"
+        self.queue = await self.bench.filled_queue()
+        return self.bench.client
+
+    async def process(self, client: qr.QueueClient) -> float:
+        assert self.bench is not None, "process outside serving()"
+        started = time.perf_counter()
+        return await self.bench.bot(*self.queue) - started
+
+
+@contextmanager
+def _nothing(runner: asyncio.Runner) -> Iterator[None]:
+    yield
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     title: str
@@ -79,9 +116,12 @@ class Scenario:
     fill: Callable[[], Coroutine[Any, Any, qr.QueueClient]]
     process: Callable[[qr.QueueClient], Coroutine[Any, Any, float]]
     """Runs the bot on the filled client's queue; returns the wall time in seconds."""
+    serving: Callable[[asyncio.Runner], AbstractContextManager[None]] = _nothing
+    """What must run around every run (a server)."""
 
 
 OVERHEAD_SESSIONS = 32
+_SQS = _Sqs()
 SCENARIOS = {
     "bot": Scenario(
         f"bot throughput ({bot.SESSIONS:,} sessions x {bot.PER_SESSION}, no-op handler)",
@@ -94,6 +134,13 @@ SCENARIOS = {
         OVERHEAD_SESSIONS * overhead.PER_SESSION,
         _overhead_queue,
         _overhead,
+    ),
+    "sqs": Scenario(
+        f"SQS bot on moto (FIFO, {sqs_bot.GROUPS} groups x {sqs_bot.MESSAGES // sqs_bot.GROUPS})",
+        sqs_bot.MESSAGES,
+        _SQS.fill,
+        _SQS.process,
+        _SQS.serving,
     ),
 }
 
@@ -215,7 +262,7 @@ def main(name: str = "bot") -> None:
     scenario = SCENARIOS.get(name)
     if scenario is None:
         raise SystemExit(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
-    with asyncio.Runner() as runner:
+    with asyncio.Runner() as runner, scenario.serving(runner):
         runner.run(scenario.process(runner.run(scenario.fill())))  # warm-up, unprofiled
         try:
             import pyinstrument  # noqa: F401
