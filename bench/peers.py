@@ -245,6 +245,8 @@ class Side:
     """Requests per run, by operation."""
     receive_ms: float
     """Mean time the server took to answer one ``ReceiveMessage``."""
+    rates: tuple[float, ...] = ()
+    """Every measured run's messages per second, in the order they ran (the spread)."""
 
 
 def sqs_sides(bench: SqsBench, fifo: bool) -> list[Side]:
@@ -266,6 +268,7 @@ def sqs_sides(bench: SqsBench, fifo: bool) -> list[Side]:
                 total.total() / (MESSAGES * runs_count),
                 {op: n / runs_count for op, n in sorted(total.items())},
                 seconds * 1e3 / max(1, total["ReceiveMessage"]),
+                tuple(round(r.rate, 1) for r in measured),
             )
         )
     return sides
@@ -304,7 +307,7 @@ def sqs_rows(shape: str, sides: list[Side]) -> list[Row]:
         side.name: (
             f"{side.rate:.1f} msg/s, {side.requests:.2f} requests/msg, "
             f"{side.cpu * 1e3:.2f} ms CPU/msg, moto {side.receive_ms:.0f} ms/receive, "
-            f"per run {side.by_operation}"
+            f"per run {side.by_operation}, runs {side.rates} msg/s"
         )
         for side in sides
     }
@@ -518,6 +521,7 @@ def _local_medians(runs: dict[str, list[tuple[float, float]]]) -> list[Side]:
             nan,
             {},
             nan,
+            tuple(round(rate, 1) for rate, _ in measured),
         )
         for name, measured in runs.items()
     ]
@@ -613,6 +617,9 @@ def main() -> list[Row]:
     report("peers: the bot against the tools a user would pick instead", rows)
     for table in tables:
         print_sides(*table)
+    for _, sides, _, _ in tables:
+        for side in sides:
+            print(f"  {side.name}: runs {side.rates} msg/s")
     print(f"\nversions: {versions()}")
     print(f"load average at start {load}, at end {os.getloadavg()} (2 cores, shared)")
     print(f"\nwrote {save('peers', rows)}")
