@@ -54,6 +54,7 @@ from queue_runtime.errors import (
     MessageTooLargeError,
     OperationTimeoutError,
     QueueError,
+    SessionLockedError,
     SessionsNotSupportedError,
     ValidationError,
 )
@@ -94,6 +95,9 @@ REQUEUE_COUNT_ATTRIBUTE = "queue_runtime.requeue_count"
 """Attribute a requeued dead letter carries: how often it was requeued."""
 
 DEFAULT_RECEIVE_BATCH = 10
+
+SESSION_LOCKED_RETRY = 0.5
+"""Seconds between tries of a named session another consumer holds (within the timeout)."""
 
 
 async def create_client(
@@ -430,7 +434,27 @@ class QueueClient:
         """Lock the named session, or the next one with messages waiting.
 
         Returns ``None`` when no session became available within ``timeout``.
-        A named session held by someone else raises SessionLockedError.
+        A named session held by another consumer is tried again until
+        ``timeout`` (the holder may be about to close it); if it is still held
+        then, :class:`~queue_runtime.errors.SessionLockedError` is raised.
+        ``timeout=0`` asks once. Contention is not a provider failure: it
+        never counts against the circuit breaker.
+
+        Example:
+            >>> import asyncio
+            >>> import queue_runtime as qr
+            >>> async def main() -> str:
+            ...     async with await qr.create_client(qr.InMemoryConfig()) as client:
+            ...         holder = await client.accept_session("orders", "o/r/pull/1", timeout=0)
+            ...         try:
+            ...             await client.accept_session("orders", "o/r/pull/1", timeout=0.1)
+            ...         except qr.SessionLockedError:
+            ...             return f"locked; circuit {client.circuit.state.value}"
+            ...         finally:
+            ...             await holder.close()
+            ...         return "accepted twice"
+            >>> asyncio.run(main())
+            'locked; circuit closed'
         """
         name = QueueName(queue)
         wanted = None if session_id is None else SessionId(session_id)
@@ -442,12 +466,21 @@ class QueueClient:
                 "this queue has no sessions", operation="accept_session", queue=name
             )
         wait = self._receive_timeout(timeout)
-        receiver = await self._call(
-            "accept_session",
-            name,
-            lambda: provider.accept_session(name, wanted, wait),
-            timeout=wait,
-        )
+        deadline = self._clock.now() + wait
+        while True:
+            try:
+                receiver = await self._call(
+                    "accept_session",
+                    name,
+                    lambda: provider.accept_session(name, wanted, wait),
+                    timeout=wait,
+                )
+                break
+            except SessionLockedError:
+                left = deadline - self._clock.now()
+                if wanted is None or left <= 0:
+                    raise
+                await self._clock.sleep(min(SESSION_LOCKED_RETRY, left))
         return None if receiver is None else SessionClient(self, name, receiver)
 
     # -- dead-letter queue ------------------------------------------------------
@@ -620,11 +653,14 @@ class QueueClient:
         circuit = self.circuit
         attempt = 1
         while True:
-            circuit.check(operation=operation, queue=queue)
+            trial = circuit.admit(operation=operation, queue=queue)
             started = time.perf_counter()
             try:
-                async with asyncio.timeout(limit) as deadline:
-                    result = await call()
+                try:
+                    async with asyncio.timeout(limit) as deadline:
+                        result = await call()
+                finally:
+                    circuit.release(trial)  # its outcome is recorded below, in the same step
             except TimeoutError as exc:
                 if not deadline.expired():
                     telemetry.record_operation(operation, queue, time.perf_counter() - started, exc)
@@ -644,6 +680,8 @@ class QueueClient:
                     logger.info("provider circuit closed again", extra=log_fields(operation, queue))
                 return result
             telemetry.record_operation(operation, queue, time.perf_counter() - started, error)
+            if isinstance(error, SessionLockedError):
+                raise error  # contention, not a fault: not counted, and retried by accept_session
             if error.transient and circuit.record_failure():
                 logger.warning(
                     "provider circuit opened after repeated failures (%s)",

@@ -235,6 +235,76 @@ async def test_open_circuit_also_blocks_other_operations(
     assert receive_spy.requested == []
 
 
+async def test_a_half_open_circuit_lets_only_success_threshold_calls_try_at_once(
+    provider: InMemoryProvider, clock: qr.ManualClock, receive_spy: ReceiveSpy
+) -> None:
+    client = qr.QueueClient(provider, qr.QueueConfig(retry=qr.RetryPolicy.never()), clock=clock)
+    for _ in range(5):
+        client.circuit.record_failure()
+    clock.advance(30.0)  # half-open: three trials allowed
+
+    # six receives at once on an empty queue: each trial waits out its 0.2 s
+    results = await asyncio.gather(
+        *(client.receive_messages(QUEUE, timeout=0.2) for _ in range(6)), return_exceptions=True
+    )
+
+    assert results.count([]) == 3
+    rejected = [r for r in results if isinstance(r, qr.CircuitOpenError)]
+    assert len(rejected) == 3
+    assert len(receive_spy.requested) == 3  # the rest never reached the provider
+    assert state_of(client) is CircuitState.CLOSED  # three trial successes closed it
+    assert await client.receive_messages(QUEUE, timeout=0) == []
+    assert client.circuit.trials == 0
+
+
+async def test_a_cancelled_trial_gives_its_slot_back(
+    provider: InMemoryProvider, clock: qr.ManualClock
+) -> None:
+    client = qr.QueueClient(provider, qr.QueueConfig(retry=qr.RetryPolicy.never()), clock=clock)
+    for _ in range(5):
+        client.circuit.record_failure()
+    clock.advance(30.0)
+    trials = [asyncio.ensure_future(client.receive_messages(QUEUE, timeout=5.0)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert client.circuit.trials == 3
+    for trial in trials:
+        trial.cancel()
+    await asyncio.gather(*trials, return_exceptions=True)
+
+    assert client.circuit.trials == 0
+    assert state_of(client) is CircuitState.HALF_OPEN
+    assert await client.receive_messages(QUEUE, timeout=0) == []  # a slot is free again
+
+
+async def test_a_named_session_released_within_the_timeout_is_accepted() -> None:
+    async with await qr.create_client(qr.InMemoryConfig()) as client:
+        holder = await client.accept_session(QUEUE, "o/r/pull/1", timeout=0)
+        assert holder is not None
+        waiting = asyncio.ensure_future(client.accept_session(QUEUE, "o/r/pull/1", timeout=5.0))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # held: it waits, rather than failing at once
+        started = time.monotonic()
+        await holder.close()
+        taken = await waiting
+        assert taken is not None
+        assert time.monotonic() - started < 1.0
+        await taken.close()
+
+
+async def test_a_contended_named_session_is_not_retried_past_its_timeout() -> None:
+    async with await qr.create_client(qr.InMemoryConfig()) as client:
+        holder = await client.accept_session(QUEUE, "o/r/pull/1", timeout=0)
+        assert holder is not None
+        started = time.monotonic()
+        with pytest.raises(qr.SessionLockedError):
+            await client.accept_session(QUEUE, "o/r/pull/1", timeout=0)  # asks once
+        with pytest.raises(qr.SessionLockedError):
+            await client.accept_session(QUEUE, "o/r/pull/1", timeout=0.3)
+        assert time.monotonic() - started < 0.3 + 0.3
+        assert state_of(client) is CircuitState.CLOSED
+        await holder.close()
+
+
 async def test_permanent_failures_do_not_open_the_circuit(
     provider: InMemoryProvider, clock: qr.ManualClock
 ) -> None:
