@@ -184,6 +184,9 @@ class Bot:
         """Waits for an actor's stop request and stops the bot; owned and awaited here."""
         self._watchdog: asyncio.Task[None] | None = None
         """Restarts a stalled receiver; owned here, cancelled and awaited on stop."""
+        self._retiring: set[asyncio.Task[None]] = set()
+        """Stops of receivers the watchdog replaced (a hung receive may hold them up);
+        owned here, awaited on stop."""
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
         self._health_port = health_port
         self._started_at = 0.0
@@ -304,6 +307,8 @@ class Bot:
                 ref = self._refs.get(name)
                 if ref is not None:
                     await ref.stop()  # False (no error) if it had died already
+                if name == "receiver":
+                    await self._join_retiring()
             if self._renewer is not None:
                 await self._renewer.stop()
             if self._completions is not None:
@@ -326,14 +331,22 @@ class Bot:
             logger.exception("stopping the bot on request failed", extra=fields)
 
     async def _watch_receiver(self, context: BotContext) -> None:
-        """The stall watchdog: restart the receiver if its pull loop stopped going round."""
+        """The stall watchdog: replace the receiver if its pull loop stopped going round.
+
+        It never waits on the stalled receiver: a receiver too busy to answer
+        counts as stalled, and the replaced one stops in the background (a hung
+        receive finishes, or times out, and gives back what it took), so a
+        hanging provider call cannot hang the watchdog too.
+        """
         timeout = self.settings.stall_timeout
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(min(timeout / 4, 5.0))
             receiver = self._refs["receiver"]
             try:
-                stalled_for: float = await receiver.proxy().stalled_for()
-            except ActorDeadError:
+                async with asyncio.timeout(timeout):
+                    stalled_for: float = await receiver.proxy().stalled_for()
+            except (ActorDeadError, TimeoutError):
                 stalled_for = float("inf")
             if stalled_for < timeout or context.draining:
                 continue
@@ -343,11 +356,33 @@ class Bot:
                 extra=log_fields("receive", self.settings.queue),
             )
             context.stats.receiver_restarts += 1
-            with contextlib.suppress(Exception):
-                await receiver.stop()
             self._refs["receiver"] = ReceiverActor.start(
                 context, self._refs["sessions"], self._refs["handlers"], self._renewer
             )
+            retiring = loop.create_task(self._retire(receiver), name="retiring receiver")
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, receiver: AsyncioActorRef[ReceiverActor]) -> None:
+        with contextlib.suppress(Exception):
+            await receiver.stop()
+
+    async def _join_retiring(self) -> None:
+        """Wait (at most ``drain_timeout``) for replaced receivers to stop; then give up on
+        them: a call that ignores cancellation cannot be ended from here."""
+        retiring = set(self._retiring)
+        if not retiring:
+            return
+        _, late = await asyncio.wait(retiring, timeout=self.settings.drain_timeout)
+        if late:
+            logger.warning(
+                "%d replaced receiver(s) still stuck in a provider call at stop",
+                len(late),
+                extra=log_fields("stop", self.settings.queue),
+            )
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def _join_watcher(self) -> None:
         """Cancel the watcher if it is still waiting, and await it (unless we are it)."""
