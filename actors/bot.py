@@ -273,6 +273,7 @@ class Bot:
         self._state = "stopping"
         context = self._context
         assert context is not None
+        context.stop_by = asyncio.get_running_loop().time() + self.settings.drain_timeout
         context.draining = True
         context.circuits.wake()  # messages held for an open circuit are given back now
         try:
@@ -538,7 +539,7 @@ class Bot:
     async def _drain(self, context: BotContext) -> None:
         """Wait for in-flight messages to be settled, up to ``drain_timeout``; then interrupt."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.drain_timeout
+        deadline = loop.time() + context.patience()  # what is left of drain_timeout
         while context.stats.in_flight > 0 and loop.time() < deadline:
             await context.wait_for_room(min(0.05, max(0.0, deadline - loop.time())))
         if context.stats.in_flight > 0:

@@ -178,3 +178,22 @@ async def test_a_receive_hanging_past_the_stall_timeout_makes_the_bot_unhealthy(
     assert receive is not None
     assert receive.status is HealthStatus.UNHEALTHY  # stalled past the stall timeout
     assert "stalled" in receive.detail
+
+
+async def test_stop_returns_within_the_drain_timeout_while_a_receive_hangs() -> None:
+    provider = HangingReceives(qr.InMemoryConfig(), every=True)
+    bot = bot_for(provider, [handler(Journal())], drain_timeout=1.0)
+    loop = asyncio.get_running_loop()
+    try:
+        await bot.start()
+        await provider.hanging.wait()
+        started = loop.time()
+        async with asyncio.timeout(10):
+            await bot.stop()  # the hung receive alone would hold it 3 x 10 s (client retries)
+        took = loop.time() - started
+    finally:
+        provider.released.set()
+        await bot.stop()
+        await provider.aclose()
+
+    assert took < 1.0 + 0.5, f"stop took {took:.1f} s for a 1 s drain timeout"
