@@ -72,7 +72,6 @@ from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import (
     INVALID_SPAN,
     Link,
-    NonRecordingSpan,
     ProxyTracer,
     Span,
     SpanContext,
@@ -411,26 +410,30 @@ class Processing(SpanScope):
         'completed'
     """
 
-    __slots__ = ("_queue", "_started", "_telemetry", "outcome")
+    __slots__ = ("_context", "_queue", "_started", "_telemetry", "outcome")
 
-    def __init__(self, span: Span, telemetry: Telemetry, queue: str) -> None:
+    def __init__(
+        self, span: Span, telemetry: Telemetry, queue: str, context: Context | None = None
+    ) -> None:
         super().__init__(span)
         self._telemetry = telemetry
         self._queue = queue
+        self._context = context
         self._started = 0.0
         self.outcome: str | None = None
         """How processing ended; recorded on the span and the duration."""
 
     @property
     def trace_context(self) -> Context | None:
-        """The context to make current where the handler runs (another task)."""
-        if self._token is None:
-            return None
-        return trace.set_span_in_context(self.span)
+        """The context to make current where the handler runs (another task): the
+        processing span in the message's context, with the message's baggage."""
+        return self._context
 
     def __enter__(self) -> Self:
         self._started = time.perf_counter()
-        return super().__enter__()
+        if self._context is not None:
+            self._token = otel_context.attach(self._context)
+        return self
 
     def _finish(self) -> None:
         outcome = self.outcome
@@ -763,10 +766,11 @@ class Telemetry:
         """
         queue = message.receipt.queue
         creation = _creation_context(message.attributes)
+        if not self.tracing:  # no span; still hand the message's trace and baggage on
+            if not creation:  # nothing to continue (or nothing the propagator understood)
+                return Processing(INVALID_SPAN, self, queue)
+            return Processing(trace.get_current_span(creation), self, queue, creation)
         producer = _producer(creation)
-        if not self.tracing:  # no span; still hand the producer's context on, if any
-            untraced = NonRecordingSpan(producer) if producer is not None else INVALID_SPAN
-            return Processing(untraced, self, queue)
         attributes: dict[str, str | int] = {
             **self._operation("process", queue),
             MESSAGE_ID: message.message_id,
@@ -782,7 +786,8 @@ class Telemetry:
             attributes=attributes,
             links=links,
         )
-        return Processing(span, self, queue)
+        # the span in the message's context, not the current one: its baggage goes along
+        return Processing(span, self, queue, trace.set_span_in_context(span, creation))
 
     # -- metrics -----------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -289,6 +289,89 @@ async def test_an_exception_leaving_processing_marks_it_failed(otel: Otel) -> No
     assert (span.attributes or {})["error.type"] == "KeyError"
 
 
+# -- an incoming trace context and its baggage, handed on ----------------------------
+
+INCOMING = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+"""A traceparent from an upstream service (not made by any tracer of this test)."""
+
+
+def _client_traced(how: str, otel: Otel) -> qr.QueueClient:
+    """A client with an SDK, with the API's no-op tracer provider, or with no SDK at all."""
+    provider = InMemoryProvider(clock=qr.ManualClock())
+    if how == "sdk":
+        return otel.client(provider)
+    if how == "noop tracer":  # tracing is on, but every span is the API's non-recording one
+        return qr.QueueClient(provider, tracer_provider=trace.NoOpTracerProvider())
+    client = qr.QueueClient(provider)  # the global providers: none set in this process
+    assert not client.telemetry.tracing, "a test set a global tracer provider"
+    return client
+
+
+async def _hand_on(
+    client: qr.QueueClient, attributes: dict[str, str]
+) -> tuple[object, dict[str, str]]:
+    """Process a message an upstream service sent with ``attributes`` (straight to the
+    provider: no tracer of ours saw it) and send onward from the handler's context, as
+    the bot's handler actor does; the baggage the handler saw and what the onward
+    message carries."""
+    await client.provider.send(qr.QueueName("in"), [qr.Message(b"x", attributes=attributes)])
+    [message] = await client.receive_messages("in", 1, timeout=0)
+    with client.telemetry.process(message) as processing:
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def handler() -> object:  # another task, as the handler actor's is
+            with activate(await inbox.get()):
+                await client.send_message("out", qr.Message(b"y"))
+                return baggage.get_baggage("tenant")
+
+        task = asyncio.create_task(handler())
+        inbox.put_nowait(processing.trace_context)
+        tenant = await task
+        processing.outcome = "completed"
+    [forwarded] = await client.receive_messages("out", 1, timeout=0)
+    return tenant, dict(forwarded.attributes)
+
+
+@pytest.mark.parametrize("how", ["sdk", "noop tracer", "no sdk"])
+async def test_incoming_baggage_reaches_the_handler_and_its_onward_sends(
+    otel: Otel, how: str
+) -> None:
+    async with _client_traced(how, otel) as client:
+        tenant, onward = await _hand_on(
+            client, {"traceparent": INCOMING, "baggage": "tenant=acme,plan=gold"}
+        )
+
+    assert tenant == "acme"
+    assert onward["baggage"] == "tenant=acme,plan=gold"
+    trace_id = INCOMING.split("-")[1]
+    assert onward["traceparent"].split("-")[1] == trace_id  # the same trace, continued
+    if how == "sdk":  # the onward send's own span, a descendant of the process span
+        send = otel.span("send out")
+        assert onward["traceparent"].split("-")[2] == f"{_context(send).span_id:016x}"
+        assert _parent_id(send) == _context(otel.span("process in")).span_id
+    else:  # nothing recorded here: the incoming context is handed on as it came
+        assert onward["traceparent"] == INCOMING
+
+
+@pytest.mark.parametrize("how", ["sdk", "noop tracer", "no sdk"])
+async def test_baggage_without_a_trace_is_handed_on_too(otel: Otel, how: str) -> None:
+    async with _client_traced(how, otel) as client:
+        tenant, onward = await _hand_on(client, {"baggage": "tenant=acme"})
+
+    assert tenant == "acme"
+    assert onward["baggage"] == "tenant=acme"
+    assert ("traceparent" in onward) is (how == "sdk")  # only an SDK starts a trace
+
+
+async def test_a_message_without_baggage_leaves_none_in_the_handler(otel: Otel) -> None:
+    async with _client_traced("no sdk", otel) as client:
+        tenant, onward = await _hand_on(client, {"traceparent": INCOMING})
+
+    assert tenant is None
+    assert "baggage" not in onward
+    assert onward["traceparent"] == INCOMING
+
+
 # -- trace context and the size limit and encryption ----------------------------------
 
 
@@ -547,23 +630,26 @@ def test_without_an_sdk_an_incoming_trace_context_is_handed_on_unchanged() -> No
         """
         import asyncio
         import queue_runtime as qr
+        from opentelemetry import baggage
         from queue_runtime.telemetry import activate
 
         PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
         async def main():
             async with await qr.create_client(qr.InMemoryConfig()) as client:
-                incoming = qr.Message(b"x", attributes={"traceparent": PARENT})
-                await client.send_message("in", incoming)
+                incoming = {"traceparent": PARENT, "baggage": "tenant=acme"}
+                await client.send_message("in", qr.Message(b"x", attributes=incoming))
                 [message] = await client.receive_messages("in", 1, timeout=0)
                 with client.telemetry.process(message) as processing:
                     with activate(processing.trace_context):   # as the handler would
+                        tenant = baggage.get_baggage("tenant")
                         await client.send_message("out", qr.Message(b"y"))
                     processing.outcome = "completed"
                 [forwarded] = await client.receive_messages("out", 1, timeout=0)
-                print(client.telemetry.tracing, forwarded.attributes.get("traceparent") == PARENT)
+                print(client.telemetry.tracing, forwarded.attributes.get("traceparent") == PARENT,
+                      tenant, forwarded.attributes.get("baggage"))
 
         asyncio.run(main())
         """
     )
-    assert output == "False True"
+    assert output == "False True acme tenant=acme"
