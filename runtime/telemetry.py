@@ -16,8 +16,8 @@ span               kind      made by
 ``receive {q}``    CLIENT    every receive call; linked to each message's producer
 ``process {q}``    CONSUMER  :meth:`Telemetry.process`; child of the producer's
                              context taken from the message, and linked to it
-``complete {q}``,  CLIENT    the settle calls
-``abandon {q}``,
+``complete {q}``,  CLIENT    the settle calls: one per message, also in a batch
+``abandon {q}``,             call (:meth:`Telemetry.settle_each`)
 ``dead_letter {q}``
 =================  ========  =====================================================
 
@@ -101,6 +101,7 @@ __all__ = [
     "Observed",
     "Processing",
     "Receiving",
+    "Settling",
     "SpanScope",
     "Telemetry",
     "activate",
@@ -329,6 +330,14 @@ class SpanScope:
                 otel_context.detach(self._token)
             self.span.end()
 
+    def end(self, error: BaseException | None = None) -> None:
+        """End the span without a ``with`` block (it was never current), failed with
+        ``error`` if one is given: how a batch call ends its messages' spans."""
+        if error is not None:
+            self.fail(error)
+        self._finish()
+        self.span.end()
+
     def fail(self, error: BaseException) -> None:
         """Record ``error`` (caught inside the block) on the span."""
         self._error = error_type(error)
@@ -374,6 +383,9 @@ class _Untraced(Receiving):
     def __exit__(self, *exc_info: object) -> None:
         return None
 
+    def end(self, error: BaseException | None = None) -> None:
+        return None
+
     def fail(self, error: BaseException) -> None:
         return None
 
@@ -382,6 +394,42 @@ class _Untraced(Receiving):
 
 
 _UNTRACED: Final = _Untraced(INVALID_SPAN)
+
+
+class Settling:
+    """The settle spans of one batch call, one per message (see :meth:`Telemetry.settle_each`).
+
+    Call :meth:`ended` with the call's result for each receipt (``None`` or its
+    error); an exception leaving the ``with`` block ends every span that is still
+    open with it (cancellation is not an error).
+
+    Example:
+        >>> import queue_runtime as qr
+        >>> receipts = []  # a batch call's receipts, of one queue
+        >>> with Telemetry("memory").settle_each("complete", "orders", receipts) as settling:
+        ...     settling.ended([])  # one result per receipt
+    """
+
+    __slots__ = ("_scopes",)
+
+    def __init__(self, scopes: list[SpanScope]) -> None:
+        self._scopes = scopes
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        error = exc_info[1]
+        scopes, self._scopes = self._scopes, []
+        for scope in scopes:
+            scope.end(error if isinstance(error, Exception) else None)
+
+    def ended(self, results: Sequence[BaseException | None]) -> None:
+        """End each message's span with its result: ``None``, or the error that kept it."""
+        scopes, self._scopes = self._scopes, []
+        if scopes:  # none while tracing is off
+            for scope, result in zip(scopes, results, strict=True):
+                scope.end(result)
 
 
 class Processing(SpanScope):
@@ -480,6 +528,10 @@ def activate(context: Context | None) -> AbstractContextManager[None]:
         False
     """
     return _Activation(context)
+
+
+_UNTRACED_SETTLING: Final = Settling([])
+"""What :meth:`Telemetry.settle_each` gives while tracing is off (shared: holds nothing)."""
 
 
 # -- instruments ---------------------------------------------------------------------
@@ -744,17 +796,46 @@ class Telemetry:
         )
         return Receiving(span)
 
-    def settle(self, operation: str, queue: str, *, dead_letter: bool = False) -> SpanScope:
-        """The span of a ``complete``, ``abandon`` or ``dead_letter`` call."""
+    def settle(
+        self,
+        operation: str,
+        queue: str,
+        *,
+        dead_letter: bool = False,
+        context: Context | None = None,
+    ) -> SpanScope:
+        """The span of a ``complete``, ``abandon`` or ``dead_letter`` call of one message:
+        a child of ``context`` (default: the current context)."""
         if not self.tracing:
             return _UNTRACED
         attributes = self._operation(operation, queue)
         if dead_letter:
             attributes = {**attributes, DEAD_LETTER_QUEUE: "true"}
         span = self._tracer.start_span(
-            f"{operation} {queue}", kind=SpanKind.CLIENT, attributes=attributes
+            f"{operation} {queue}", context=context, kind=SpanKind.CLIENT, attributes=attributes
         )
         return SpanScope(span)
+
+    def settle_each(
+        self,
+        operation: str,
+        queue: str,
+        receipts: Sequence[ReceiptHandle],
+        contexts: Sequence[Context | None] | None = None,
+    ) -> Settling:
+        """One settle span per message of a batch call, each a child of its own context
+        (``contexts[i]`` for ``receipts[i]``; default: the current one), so that every
+        message's settle span is under its own ``process`` span, whoever else's
+        messages shared the provider request."""
+        if not self.tracing:
+            return _UNTRACED_SETTLING
+        parents = contexts if contexts is not None else [None] * len(receipts)
+        return Settling(
+            [
+                self.settle(operation, queue, dead_letter=receipt.dead_letter, context=parent)
+                for receipt, parent in zip(receipts, parents, strict=True)
+            ]
+        )
 
     def process(self, message: ReceivedMessage) -> Processing:
         """The CONSUMER span of processing ``message``, and its duration.

@@ -38,6 +38,12 @@ def _id(span: ReadableSpan) -> int:
     return context.span_id
 
 
+def _trace(span: ReadableSpan) -> int:
+    context: trace.SpanContext | None = span.context
+    assert context is not None
+    return context.trace_id
+
+
 def _parent(span: ReadableSpan) -> int | None:
     return None if span.parent is None else span.parent.span_id
 
@@ -175,3 +181,48 @@ async def test_a_handler_sees_the_messages_baggage_and_hands_it_on(mode: str, ho
     assert tenants == ["acme"]
     assert onward.attributes["baggage"] == "tenant=acme"
     assert onward.attributes["traceparent"].split("-")[1] == upstream.split("-")[1]
+
+
+@pytest.mark.parametrize("mode", ["emulated", "native"])
+async def test_every_message_is_settled_in_a_span_under_its_own_process_span(mode: str) -> None:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+
+    class Pushes(Handler):
+        event_types: ClassVar[tuple[str, ...]] = ("push",)
+
+        async def handle(self, event: Event) -> None:
+            return None
+
+    provider = InMemoryProvider(qr.InMemoryConfig(session_mode=mode))  # type: ignore[arg-type]
+    client = qr.QueueClient(
+        provider, tracer_provider=tracer_provider, meter_provider=meter_provider
+    )
+    sessions = 8
+    await client.send_messages(
+        QUEUE,
+        [
+            qr.Message(b"{}", attributes={"event_type": "push"}, session_id=f"o/r/pull/{n}")
+            for n in range(sessions)
+        ],
+    )
+    async with Bot(client, QUEUE, [Pushes], receive_wait=0.05) as bot:
+        await wait_until(lambda: bot.stats().completed == sessions)
+
+    spans = exporter.get_finished_spans()
+    processes = {_id(s): s for s in spans if s.name == f"process {QUEUE}"}
+    completes = [s for s in spans if s.name == f"complete {QUEUE}"]
+    assert len(processes) == sessions
+    assert sorted(_parent(s) or 0 for s in completes) == sorted(processes)  # one under each
+    for complete in completes:
+        assert _trace(complete) == _trace(processes[_parent(complete) or 0])
+    calls = sum(
+        point.count
+        for labels, point in _metric(reader, telemetry.OPERATION_DURATION)
+        if labels[telemetry.OPERATION_NAME] == "complete"
+    )
+    if mode == "emulated":  # the completions really were batched into fewer calls
+        assert calls < sessions

@@ -253,6 +253,57 @@ async def test_a_failed_settle_is_an_error_span_with_its_type_and_no_stack_trace
     assert "exception.stacktrace" not in (event.attributes or {})
 
 
+async def test_a_batch_completion_is_one_settle_span_per_message_in_its_own_context(
+    otel: Otel,
+) -> None:
+    tracer = otel.tracer_provider.get_tracer("test")
+    provider = InMemoryProvider(clock=qr.ManualClock())
+    async with otel.client(provider) as client:
+        await client.send_messages("orders", [qr.Message(b"%d" % n) for n in range(3)])
+        first, second, third = await client.receive_messages("orders", 3, timeout=0)
+        await client.complete_message(second.receipt)  # the batch's second entry will fail
+        otel.exporter.clear()
+        parents = [tracer.start_span(f"process {n}") for n in range(3)]  # one per caller
+        provider.faults.fail_next("complete")  # the first entry fails transiently: retried
+        results = await client.complete_messages(
+            [first.receipt, second.receipt, third.receipt],
+            contexts=[trace.set_span_in_context(parent) for parent in parents],
+        )
+        for parent in parents:
+            parent.end()
+
+    assert results[0] is None
+    assert results[2] is None
+    assert isinstance(results[1], qr.InvalidReceiptError)
+    spans = {_parent_id(span): span for span in otel.spans("complete orders")}
+    assert len(spans) == 3  # one per message, each under its own caller's span
+    ordered = [spans[parent.get_span_context().span_id] for parent in parents]
+    assert [span.status.status_code for span in ordered] == [
+        StatusCode.UNSET,  # its retry worked, inside the same span
+        StatusCode.ERROR,
+        StatusCode.UNSET,
+    ]
+    assert (ordered[1].attributes or {})["error.type"] == "InvalidReceiptError"
+    assert all(span.kind is SpanKind.CLIENT for span in ordered)
+    assert otel.total(telemetry.COMPLETED, queue="orders") == 1 + 2
+
+
+async def test_a_batch_completion_settles_in_the_current_context_by_default(
+    otel: Otel,
+) -> None:
+    async with otel.client() as client:
+        await client.send_messages("orders", [qr.Message(b"a"), qr.Message(b"b")])
+        batch = await client.receive_messages("orders", 2, timeout=0)
+        tracer = otel.tracer_provider.get_tracer("test")
+        with tracer.start_as_current_span("outer") as outer:
+            await client.complete_messages([m.receipt for m in batch])
+        with pytest.raises(qr.ValidationError, match="contexts"):
+            await client.complete_messages([m.receipt for m in batch], contexts=[None])
+
+    spans = otel.spans("complete orders")
+    assert [_parent_id(span) for span in spans] == [outer.get_span_context().span_id] * 2
+
+
 async def test_processing_that_succeeds_on_a_retry_is_not_an_error(otel: Otel) -> None:
     async with otel.client() as client:
         await client.send_messages("orders", [qr.Message(b"a"), qr.Message(b"b")])
