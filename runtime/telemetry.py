@@ -72,6 +72,8 @@ from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import (
     INVALID_SPAN,
     Link,
+    NoOpTracer,
+    NoOpTracerProvider,
     ProxyTracer,
     Span,
     SpanContext,
@@ -264,17 +266,28 @@ _SETTER: Final = _AttributeSetter()
 _fields: tuple[object, frozenset[str]] = (None, frozenset())
 
 
-def _creation_context(attributes: Mapping[str, str]) -> Context | None:
-    """The producer's context carried by a message, or ``None`` if it carries none."""
+def _creation_context(message: ReceivedMessage) -> Context | None:
+    """The producer's context carried by a message, or ``None`` if it carries none.
+
+    Extracted once per message (the receive span's link and the process span both
+    need it) and into an empty context, so nothing of the caller's context leaks
+    into it: it holds what the message carries, trace and baggage, and only that.
+    """
     global _fields
+    known = message._trace
+    if known is not None:
+        return known or None  # an empty context: it carried nothing the propagator took
+    attributes = message.attributes
     propagator = propagate.get_global_textmap()
-    known, fields = _fields
-    if known is not propagator:  # the propagator builds its field set on every call
+    seen, fields = _fields
+    if seen is not propagator:  # the propagator builds its field set on every call
         fields = frozenset(propagator.fields)
         _fields = (propagator, fields)
     if fields.isdisjoint(attributes):
         return None  # the common untraced case: no extraction at all
-    return propagate.extract(attributes)
+    context = propagator.extract(attributes, Context())
+    object.__setattr__(message, "_trace", context)  # a memo on a frozen value (see its field)
+    return context or None
 
 
 def _producer(creation: Context | None) -> SpanContext | None:
@@ -367,7 +380,7 @@ class Receiving(SpanScope):
         if len(messages) == 1:
             span.set_attribute(MESSAGE_ID, messages[0].message_id)
         for message in messages:
-            producer = _producer(_creation_context(message.attributes))
+            producer = _producer(_creation_context(message))
             if producer is not None:
                 span.add_link(producer)
 
@@ -703,6 +716,8 @@ class Telemetry:
         self._tracer = trace.get_tracer(INSTRUMENTATION_NAME, _VERSION, tracer_provider)
         self._follows_global = isinstance(self._tracer, ProxyTracer)
         """True while our tracer is the API's proxy: an SDK may be set later, or never."""
+        self._records = not isinstance(self._tracer, NoOpTracer)
+        """False for a tracer of the API's no-op provider, given as ``tracer_provider=``."""
         self._instruments = _instruments(meter_provider)
         self._queue_attributes: dict[str, dict[str, str]] = {}
         self._operation_attributes: dict[tuple[str, str], dict[str, str]] = {}
@@ -736,13 +751,18 @@ class Telemetry:
 
     @property
     def tracing(self) -> bool:
-        """False while no tracer provider is set: spans are skipped, not even no-ops.
+        """False while no tracer provider is set, or the API's no-op one: spans are
+        skipped, not even started as no-ops (an incoming trace context and its
+        baggage are still handed on).
 
         It asks what the API's ``ProxyTracer`` asks on every call before it hands
         out no-op spans (``opentelemetry.trace._TRACER_PROVIDER``). Should the
         API ever lose that variable, this says True and spans are always started.
         """
-        return not self._follows_global or getattr(trace, "_TRACER_PROVIDER", True) is not None
+        if not self._follows_global:
+            return self._records
+        provider = getattr(trace, "_TRACER_PROVIDER", True)
+        return provider is not None and not isinstance(provider, NoOpTracerProvider)
 
     def send(self, queue: str, messages: Sequence[Message]) -> SpanScope:
         """The PRODUCER span of one send call; :meth:`inject` inside it.
@@ -846,7 +866,7 @@ class Telemetry:
         around handling *and* settling, so that the settle span is its child.
         """
         queue = message.receipt.queue
-        creation = _creation_context(message.attributes)
+        creation = _creation_context(message)
         if not self.tracing:  # no span; still hand the message's trace and baggage on
             if not creation:  # nothing to continue (or nothing the propagator understood)
                 return Processing(INVALID_SPAN, self, queue)

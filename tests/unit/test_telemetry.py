@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from opentelemetry import baggage, trace
+from opentelemetry import baggage, context, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -414,6 +414,26 @@ async def test_baggage_without_a_trace_is_handed_on_too(otel: Otel, how: str) ->
     assert ("traceparent" in onward) is (how == "sdk")  # only an SDK starts a trace
 
 
+@pytest.mark.parametrize("how", ["sdk", "no sdk"])
+async def test_the_handler_gets_the_messages_baggage_not_the_consumers(
+    otel: Otel, how: str
+) -> None:
+    async with _client_traced(how, otel) as client:
+        token = context.attach(baggage.set_baggage("consumer", "mine"))
+        try:  # the consumer's own baggage, current where the message is received
+            await client.provider.send(
+                qr.QueueName("in"), [qr.Message(b"x", attributes={"baggage": "tenant=acme"})]
+            )
+            [message] = await client.receive_messages("in", 1, timeout=0)
+            with client.telemetry.process(message) as processing:
+                seen = dict(baggage.get_all(processing.trace_context))
+                processing.outcome = "completed"
+        finally:
+            context.detach(token)
+
+    assert seen == {"tenant": "acme"}
+
+
 async def test_a_message_without_baggage_leaves_none_in_the_handler(otel: Otel) -> None:
     async with _client_traced("no sdk", otel) as client:
         tenant, onward = await _hand_on(client, {"traceparent": INCOMING})
@@ -611,6 +631,11 @@ def test_error_type_keeps_class_names_and_hides_free_text() -> None:
     assert telemetry.error_type("MaxDeliveryCountExceeded") == "MaxDeliveryCountExceeded"
     assert telemetry.error_type("order 42 failed") == "_OTHER"
     assert telemetry.error_type("X" * 65) == "_OTHER"
+
+
+def test_the_apis_no_op_tracer_provider_starts_no_spans_at_all() -> None:
+    assert Telemetry("memory", tracer_provider=trace.NoOpTracerProvider()).tracing is False
+    assert Telemetry("memory", tracer_provider=TracerProvider()).tracing is True
 
 
 def test_telemetry_repr_names_the_system() -> None:
