@@ -48,6 +48,7 @@ import queue_runtime as qr
 from bench.bot import _bot_run, _filled_client
 from bench.harness import Row, interleaved, report, save
 from queue_runtime.messages import Message, ReceiptHandle, ReceivedMessage
+from queue_runtime.providers.memory import InMemoryProvider
 from queue_runtime.telemetry import (
     _UNTRACED,
     _UNTRACED_SETTLING,
@@ -267,8 +268,84 @@ def cost() -> list[Row]:
     ]
 
 
+PIECES = 2_000
+"""Messages per measurement of :func:`pieces`."""
+
+
+async def _pieces(sdk: Sdk) -> dict[str, float]:
+    """µs per message of each part of the bot's telemetry, through :class:`Telemetry`:
+    the least of five rounds (the round least disturbed by other work), the cyclic GC
+    off while timing (its share is in the throughput rows, not here)."""
+    client = qr.QueueClient(
+        InMemoryProvider(qr.InMemoryConfig(max_queue_size=PIECES)), **sdk.options
+    )
+    telemetry = client.telemetry
+    await client.send_messages("q", [qr.Message(b"{}", session_id=f"s{n}") for n in range(PIECES)])
+    messages: list[ReceivedMessage] = []
+    while len(messages) < PIECES:
+        messages += await client.receive_messages("q", 100, timeout=0)
+
+    def forget() -> None:  # as received, before the telemetry memoised anything on them
+        for message in messages:
+            object.__setattr__(message, "_trace", None)
+
+    def receive() -> None:  # a receive span per 100 messages, linked to their producers
+        for start in range(0, PIECES, 100):
+            with telemetry.receive("q") as receiving:
+                receiving.received(messages[start : start + 100])
+
+    def process() -> None:  # the process span, its context and the duration histogram
+        for message in messages:
+            with telemetry.process(message) as processing:
+                processing.outcome = "completed"
+
+    def settle() -> None:  # a complete span of a batch call, as Completions makes them
+        for start in range(0, PIECES, 10):
+            batch = [m.receipt for m in messages[start : start + 10]]
+            with telemetry.settle_each("complete", "q", batch, [None] * 10) as settling:
+                settling.ended([None] * 10)
+
+    costs: dict[str, float] = {}
+    for name, piece in (("receive_us", receive), ("process_us", process), ("settle_us", settle)):
+        rounds = []
+        for _ in range(5):
+            forget()
+            gc.collect()
+            gc.disable()
+            started = time.perf_counter()
+            piece()
+            rounds.append((time.perf_counter() - started) / PIECES * 1e6)
+            gc.enable()
+            sdk.flush()  # an empty span queue for the next round
+        costs[name] = round(min(rounds), 1)
+    await client.aclose()
+    sdk.close()
+    return costs
+
+
+def pieces() -> Row:
+    """Where the time goes, per message (no target: an explanation of the rows above)."""
+    loop = asyncio.new_event_loop()
+    try:
+        found = {
+            name: loop.run_until_complete(_pieces(setup()))
+            for name, setup in (("no SDK", Sdk), ("metrics", _metrics), ("traces", _tracing))
+        }
+    finally:
+        loop.close()
+    total = sum(found["traces"].values())
+    return Row(
+        "telemetry per message by part, SDK traces + metrics (least of 5)",
+        total,
+        "µs",
+        detail={
+            f"{name}: {part}": cost for name, parts in found.items() for part, cost in parts.items()
+        },
+    )
+
+
 def main() -> list[Row]:
-    rows = cost()
+    rows = [*cost(), pieces()]
     report("telemetry", rows)
     print(f"\nwrote {save('telemetry', rows)}")
     return rows
