@@ -417,7 +417,6 @@ class Settling:
     open with it (cancellation is not an error).
 
     Example:
-        >>> import queue_runtime as qr
         >>> receipts = []  # a batch call's receipts, of one queue
         >>> with Telemetry("memory").settle_each("complete", "orders", receipts) as settling:
         ...     settling.ended([])  # one result per receipt

@@ -304,6 +304,25 @@ async def test_a_batch_completion_settles_in_the_current_context_by_default(
     assert [_parent_id(span) for span in spans] == [outer.get_span_context().span_id] * 2
 
 
+@pytest.mark.parametrize("kind", ["memory", "azure"])  # one batch request; one by one
+async def test_each_message_of_a_batch_completion_is_settled_in_its_context(
+    otel: Otel, kind: str
+) -> None:
+    tracer = otel.tracer_provider.get_tracer("test")
+    async with _client_on(kind, otel) as (client, queue):
+        await client.send_messages(queue, [qr.Message(b"a"), qr.Message(b"b")])
+        batch = await client.receive_messages(queue, 2, timeout=1.0)
+        parents = [tracer.start_span(f"process {n}") for n in range(2)]
+        await client.complete_messages(
+            [m.receipt for m in batch], contexts=[trace.set_span_in_context(p) for p in parents]
+        )
+
+    spans = otel.spans(f"complete {queue}")
+    assert sorted(_parent_id(span) or 0 for span in spans) == sorted(
+        parent.get_span_context().span_id for parent in parents
+    )
+
+
 async def test_processing_that_succeeds_on_a_retry_is_not_an_error(otel: Otel) -> None:
     async with otel.client() as client:
         await client.send_messages("orders", [qr.Message(b"a"), qr.Message(b"b")])
