@@ -17,6 +17,9 @@ no-op handler), four ways in one run:
   export thread's work (it takes the GIL from the event loop) is in the time,
   and the row reports how many spans were exported per message: a dropped span
   (a full queue) would show there;
+* **SDK, traces sampled** — the same, with ``ParentBased(TraceIdRatioBased(0.1))``
+  and each message sent in a call of its own (a trace of its own): what a
+  production set-up with sampling pays (no target);
 * **SDK, metrics only** — what many deployments run.
 
 The providers are handed to the client (``tracer_provider=``/``meter_provider=``),
@@ -47,10 +50,11 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import INVALID_SPAN
 
 import queue_runtime as qr
-from bench.bot import _bot_run, _filled_client
+from bench.bot import QUEUE, _bot_run, _filled_client
 from bench.harness import Row, interleaved, report, save
 from queue_runtime.messages import Message, ReceiptHandle, ReceivedMessage
 from queue_runtime.providers.memory import InMemoryProvider
@@ -67,6 +71,8 @@ from queue_runtime.telemetry import (
 SESSIONS = 200
 PER_SESSION = 20
 REPEATS = 9
+SAMPLED = 0.1
+"""The share of traces sampled in the sampled row."""
 """Rounds (a run is short, and the rows are ratios of a few per cent: more rounds, steadier
 medians on a shared machine)."""
 
@@ -103,6 +109,9 @@ class Sdk:
     options: dict[str, Any] = field(default_factory=dict)
     """``tracer_provider=`` and ``meter_provider=`` for the client."""
     exporter: CountingExporter | None = None
+    trace_per_message: bool = False
+    """Send each message in its own call, so that each is a trace of its own (what a
+    sampler decides on: one ``send`` span per call)."""
 
     def flush(self) -> None:
         tracer_provider = self.options.get("tracer_provider")
@@ -119,6 +128,16 @@ def _tracing() -> Sdk:
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     return Sdk({"tracer_provider": tracer_provider, **_metrics().options}, exporter)
+
+
+def _sampled() -> Sdk:
+    """Traces as :func:`_tracing`, one trace in ten sampled, as production often has it
+    (the producer's decision, which the bot follows)."""
+    exporter = CountingExporter()
+    tracer_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(SAMPLED)))
+    tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    options = {"tracer_provider": tracer_provider, **_metrics().options}
+    return Sdk(options, exporter, trace_per_message=True)
 
 
 def _inline() -> Sdk:
@@ -193,7 +212,12 @@ less disturbed than throughput by other work on the machine."""
 
 async def _run(name: str, sdk: Sdk, *, bare: bool = False) -> float:
     messages = _messages()
-    client = await _filled_client(messages, **sdk.options)
+    if sdk.trace_per_message:
+        client = await _filled_client([], **sdk.options)
+        for message in messages:
+            await client.send_message(QUEUE, message)
+    else:
+        client = await _filled_client(messages, **sdk.options)
     if bare:
         client.telemetry = Bare(client.telemetry.system)
     if sdk.exporter is not None:
@@ -226,6 +250,7 @@ def cost() -> list[Row]:
                 "none": lambda: loop.run_until_complete(_run("none", Sdk())),
                 "metrics": lambda: loop.run_until_complete(_run("metrics", _metrics())),
                 "traces": lambda: loop.run_until_complete(_run("traces", _tracing())),
+                "sampled": lambda: loop.run_until_complete(_run("sampled", _sampled())),
             },
             repeats=REPEATS,
         )
@@ -234,6 +259,7 @@ def cost() -> list[Row]:
     base = medians["none"]
     bare = medians["bare"]
     spans = SPANS.get("traces", [0.0])
+    sampled = SPANS.get("sampled", [0.0])
     cpu = {name: statistics.median(values[1:]) for name, values in CPU.items()}  # not the warm-up
     return [
         Row(
@@ -277,6 +303,18 @@ def cost() -> list[Row]:
                 "cpu_us_per_message": f"{cpu['traces']:.1f} vs {cpu['none']:.1f}",
                 "cpu_ratio": round(cpu["none"] / cpu["traces"], 3),
                 "spans_per_message": f"{min(spans):.3f}-{max(spans):.3f}",
+            },
+        ),
+        Row(
+            f"bot throughput, SDK: traces sampled at {SAMPLED:.0%} + metrics",
+            medians["sampled"],
+            "m/s",
+            baseline=base,
+            ratio=medians["sampled"] / base,
+            detail={
+                "cpu_us_per_message": f"{cpu['sampled']:.1f} vs {cpu['none']:.1f}",
+                "cpu_ratio": round(cpu["none"] / cpu["sampled"], 3),
+                "spans_per_message": f"{min(sampled):.3f}-{max(sampled):.3f}",
             },
         ),
     ]
