@@ -304,7 +304,7 @@ async def test_a_batch_completion_settles_in_the_current_context_by_default(
     assert [_parent_id(span) for span in spans] == [outer.get_span_context().span_id] * 2
 
 
-@pytest.mark.parametrize("kind", ["memory", "azure"])  # one batch request; one by one
+@pytest.mark.parametrize("kind", ["memory", "sqs", "azure"])  # batch requests; one by one
 async def test_each_message_of_a_batch_completion_is_settled_in_its_context(
     otel: Otel, kind: str
 ) -> None:
