@@ -76,9 +76,10 @@ from queue_runtime.provider import (
     create_provider,
 )
 from queue_runtime.retry import RetryPolicy
-from queue_runtime.telemetry import Telemetry, error_type, log_fields
+from queue_runtime.telemetry import Telemetry, activate, error_type, log_fields
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
@@ -316,14 +317,24 @@ class QueueClient:
             "complete", receipt, lambda: self._provider.complete(receipt), "completed a message"
         )
 
-    async def complete_messages(self, receipts: Sequence[ReceiptHandle]) -> list[QueueError | None]:
+    async def complete_messages(
+        self,
+        receipts: Sequence[ReceiptHandle],
+        *,
+        contexts: Sequence[Context | None] | None = None,
+    ) -> list[QueueError | None]:
         """Complete several messages of one queue in as few requests as the provider allows.
 
         Returns one entry per receipt: ``None`` if it was completed, else the
         error that kept it (``InvalidReceiptError`` if its lock was lost). A
         receipt whose batch entry failed transiently is retried on its own, with
-        the client's retry policy. Providers without batch completion (memory,
-        Azure) complete the messages one by one, side by side.
+        the client's retry policy. Providers without batch completion (Azure)
+        complete the messages one by one, side by side.
+
+        Each message gets its own ``complete`` span, a child of
+        ``contexts[i]`` for ``receipts[i]`` (OpenTelemetry contexts; default:
+        the current context): code that gathers the completions of many
+        messages into one call passes each message's processing context.
 
         Example:
             >>> import asyncio
@@ -341,29 +352,50 @@ class QueueClient:
         queue = receipts[0].queue
         if any(receipt.queue != queue for receipt in receipts):
             raise ValidationError("receipts of one queue only", field="receipts")
+        if contexts is not None and len(contexts) != len(receipts):
+            raise ValidationError("one context per receipt", field="contexts")
         provider = self._provider
         if not isinstance(provider, SupportsCompleteMany):
-            return await self._complete_each(receipts)
-        with self.telemetry.settle("complete", queue, dead_letter=receipts[0].dead_letter):
+            return await self._complete_each(receipts, contexts)
+        with self.telemetry.settle_each("complete", queue, receipts, contexts) as settling:
             results = list(
                 await self._call("complete", queue, lambda: provider.complete_many(receipts))
             )
+            retry = [i for i, error in enumerate(results) if error is not None and error.transient]
+            if retry:  # the rest of the batch is done: only these go again, each on its own
+                again = await asyncio.gather(
+                    *(self._complete_again(receipts[i]) for i in retry), return_exceptions=True
+                )
+                for position, outcome in zip(retry, again, strict=True):
+                    results[position] = _settle_result(outcome)
+            settling.ended(results)
         completed = results.count(None)
         if completed:  # one recording for the batch: an SDK's cost is per recording
             self.telemetry.count_settled("complete", receipts[0], count=completed)
-        retry = [i for i, error in enumerate(results) if error is not None and error.transient]
-        if retry:  # the rest of the batch is done: only these go again, each on its own
-            again = await self._complete_each([receipts[i] for i in retry])
-            for position, result in zip(retry, again, strict=True):
-                results[position] = result
+        if logger.isEnabledFor(logging.DEBUG):
+            for receipt, result in zip(receipts, results, strict=True):
+                if result is None:
+                    _log_settled("completed a message", "complete", receipt)
         return results
 
-    async def _complete_each(self, receipts: Sequence[ReceiptHandle]) -> list[QueueError | None]:
+    async def _complete_again(self, receipt: ReceiptHandle) -> None:
+        """Retry one entry of a batch completion (inside that message's span)."""
+        await self._call("complete", receipt.queue, lambda: self._provider.complete(receipt))
+
+    async def _complete_each(
+        self, receipts: Sequence[ReceiptHandle], contexts: Sequence[Context | None] | None
+    ) -> list[QueueError | None]:
         """Complete each message on its own, side by side; per receipt, None or its error."""
+        parents = contexts if contexts is not None else [None] * len(receipts)
         outcomes = await asyncio.gather(
-            *(self.complete_message(receipt) for receipt in receipts), return_exceptions=True
+            *(self._complete_in(r, parent) for r, parent in zip(receipts, parents, strict=True)),
+            return_exceptions=True,
         )
         return [_settle_result(outcome) for outcome in outcomes]
+
+    async def _complete_in(self, receipt: ReceiptHandle, context: Context | None) -> None:
+        with activate(context):  # the message's span goes under its own context
+            await self.complete_message(receipt)
 
     async def abandon_message(self, receipt: ReceiptHandle, delay: float | None = None) -> None:
         """Make the message visible again, at once or after ``delay`` seconds."""

@@ -885,5 +885,7 @@ class MessageCrypto:
 
 def _undecryptable(message: ReceivedMessage, error: QueueError) -> UndecryptableMessage:
     error.with_context(queue=message.receipt.queue, message_id=message.message_id)
-    values = {f.name: getattr(message, f.name) for f in dataclasses.fields(ReceivedMessage)}
+    values = {
+        f.name: getattr(message, f.name) for f in dataclasses.fields(ReceivedMessage) if f.init
+    }
     return UndecryptableMessage(**values, error=error)
