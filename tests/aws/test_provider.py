@@ -287,6 +287,34 @@ async def test_stale_repeated_and_foreign_receipts_are_refused_without_calling_s
     assert calls == ["DeleteMessage"]
 
 
+async def test_a_receipt_settled_here_is_refused_with_proof_of_how(
+    provider: SqsProvider, client: qr.QueueClient
+) -> None:
+    # a retried settle whose first answer was lost must learn that it took effect
+    await provider.create_queue("jobs.fifo")
+    await client.send_messages("jobs.fifo", [qr.Message(b"a", session_id="s") for _ in range(4)])
+    batch = await client.receive_messages("jobs.fifo", 10, timeout=2.0)
+    assert len(batch) == 4
+    await provider.complete(batch[0].receipt)
+    [result] = await provider.complete_many([batch[1].receipt])
+    assert result is None
+    await provider.dead_letter(batch[2].receipt, "Poison")
+    await provider.abandon(batch[3].receipt)  # kept in the group's buffer, without SQS
+
+    proofs = []
+    for message in batch:
+        with pytest.raises(qr.InvalidReceiptError) as refused:
+            await provider.complete(message.receipt)
+        proofs.append(refused.value.settled)
+    assert proofs == ["complete", "complete", "dead_letter", "abandon"]
+    again = await client.receive_message("jobs.fifo", timeout=2.0)
+    assert again is not None
+    await client.complete_message(again.receipt)
+    with pytest.raises(qr.InvalidReceiptError) as refused:
+        await provider.abandon(batch[3].receipt)  # superseded, and settled only by its abandon
+    assert refused.value.settled == "abandon"
+
+
 async def test_a_receipt_from_before_a_redelivery_is_refused(
     provider: SqsProvider, client: qr.QueueClient
 ) -> None:
