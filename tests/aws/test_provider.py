@@ -387,6 +387,30 @@ async def test_a_failed_delete_after_the_copy_leaves_the_message_in_both_places(
     assert again.body == b"keep me"
 
 
+async def test_a_message_dead_lettered_again_is_in_a_fifo_dlq_once(
+    provider: SqsProvider,
+) -> None:
+    # the first dead-lettering copied it and could not delete it (as when the delete's
+    # answer is lost): it comes back and is dead-lettered again, and SQS drops the
+    # second copy as a duplicate of the first
+    queue = qr.QueueName("jobs.fifo")
+    await provider.create_queue(queue)
+    await provider.send(queue, [qr.Message(b"poison", session_id="s")])
+    [message] = await provider.receive(queue, 1, 2.0)
+    await inject(provider, "DeleteMessage", fake_response(500, b'{"__type":"InternalError"}'))
+    with pytest.raises(qr.QueueError):
+        await provider.dead_letter(message.receipt, "Boom")
+    await asyncio.sleep(VISIBILITY + 0.5)
+    [again] = await provider.receive(queue, 1, 2.0)
+    assert again.message_id == message.message_id
+
+    await provider.dead_letter(again.receipt, "Boom")
+
+    letters = await provider.peek_dead_letters(queue, 10)
+    assert [letter.body for letter in letters] == [b"poison"]
+    assert await provider.receive(queue, 1, 0.5) == []
+
+
 async def test_a_failed_copy_deletes_nothing(provider: SqsProvider) -> None:
     await provider.create_queue("jobs")
     await provider.send(qr.QueueName("jobs"), [qr.Message(b"keep me")])

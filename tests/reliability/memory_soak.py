@@ -31,13 +31,13 @@ from queue_runtime.actors import Bot, BotStats, Event, Handler
 from queue_runtime.providers.memory import InMemoryProvider
 
 from .transient_faults import CountingFaultInjector, fail_transiently
-from .workload import messages
+from .workload import messages, poisoned
 
 MESSAGES = 10_000
 SESSIONS = 500
 FAULT_RATE = 0.3
 POISON_EVERY = 50
-"""Every 50th message published is poison: its handler always raises."""
+"""Every 50th message, counted session by session, is poison: its handler always raises."""
 MAX_DELIVERY_COUNT = 5
 """The bot's: a message is dead-lettered after this many failed handlings."""
 ATTEMPTS = 2
@@ -118,16 +118,7 @@ async def run_memory_soak(
 
     sent = messages(sessions, count // sessions)
     if poison_every:
-        sent = [
-            qr.Message.from_json(
-                {"seq": n},
-                session_id=m.session_id,
-                attributes={**m.attributes, "poison": "1"},
-            )
-            if n % poison_every == poison_every - 1
-            else m
-            for n, m in enumerate(sent)
-        ]
+        sent = poisoned(sent, poison_every)
     poison = {m.message_id for m in sent if m.attributes.get("poison")}
     faults = CountingFaultInjector(seed=seed)
     config = qr.InMemoryConfig(
