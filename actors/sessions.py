@@ -2,11 +2,13 @@
 
 A :class:`SessionActor` receives batches of its session's messages
 (:class:`Deliver`) and, for each: works out the event type, asks the handler,
-and settles the receipt — complete on success; on failure retry in place
-with the bot's retry policy (later messages wait, so order holds), then
-abandon for redelivery, or dead-letter on a permanent failure or on the
-``max_delivery_count``-th delivery. When it abandons a message it also
-abandons the rest of the batch, so the session comes back in order.
+and settles the receipt — complete on success; on failure retry in place with
+the bot's retry policy (later messages wait, so order holds), and after a
+failed handling handle it again, still in place, until it has failed
+``max_delivery_count`` handlings (then dead-letter it) — at once on a
+permanent failure. A message leaves the actor's hands unsettled only if its
+lock is lost or the bot stops: then the rest of its session's batch is given
+back too, so the session comes back in order.
 
 The :class:`SessionSupervisor` creates session actors on demand, routes
 batches to them, and stops the ones idle for ``session_idle_timeout``.

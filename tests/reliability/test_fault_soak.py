@@ -81,6 +81,7 @@ async def test_under_30_percent_memory_provider_faults_only_handlers_spend_deliv
     mode: str,
 ) -> None:
     result = await run_memory_soak(mode, seed=7)
+    print(result.line())  # before the assertions: a failing run shows its numbers too
 
     assert_spent_only_on_handlers(
         sent=result.sent,
@@ -95,7 +96,6 @@ async def test_under_30_percent_memory_provider_faults_only_handlers_spend_deliv
     assert {result.reasons[m] for m in result.poison} == {"Poison"}
     assert result.stats.received >= len(result.handled)
     assert 0.27 < result.faults / result.provider_calls < 0.33, result.line()
-    print(result.line())
 
 
 SQS_QUEUE = "soak.fifo"
@@ -175,6 +175,12 @@ async def test_under_30_percent_sqs_provider_faults_only_handlers_spend_deliveri
     report = json.loads(stats_path.read_text())
     calls, injected = report.pop("provider_calls"), report.pop("faults_injected")
     stats = BotStats(**{k: v for k, v in report.items() if k in BotStats.__dataclass_fields__})
+    print(
+        f"sqs: {len(ids)} messages ({len(poison)} poison) in {elapsed:.1f} s, {injected} "
+        f"faults in {calls} calls; DLQ {sum(dead.values())}: "
+        f"{len(dead.keys() & poison)} poison, {len(dead.keys() - poison)} valid; poison handler "
+        f"calls {sorted({starts[m] for m in poison})}; {stats}"
+    )
     assert_spent_only_on_handlers(
         sent=len(sent),
         valid=ids - poison,
@@ -188,8 +194,3 @@ async def test_under_30_percent_sqs_provider_faults_only_handlers_spend_deliveri
     assert {m.dead_letter_reason for m in letters} == {"Poison"}
     assert stats.received >= len(ended)
     assert 0.27 < injected / calls < 0.33, (injected, calls)
-    print(
-        f"sqs: {len(ids)} messages ({len(poison)} poison) in {elapsed:.1f} s, {injected} "
-        f"faults in {calls} calls; DLQ {sum(dead.values())}: "
-        f"{len(dead.keys() & poison)} poison, {len(dead.keys() - poison)} valid; {stats}"
-    )
