@@ -65,11 +65,15 @@ def assert_spent_only_on_handlers(
     assert set(dead) == poison, f"{len(poison - set(dead))} poison messages not dead-lettered"
     twice = {m: n for m, n in dead.items() if n > 1}
     assert not twice, f"dead-lettered more than once: {twice}"
+    # each time a poison message reached the bot, exactly its handler attempts were
+    # made, then it was dead-lettered (on SQS a copy can arrive again after that,
+    # see docs/reliability.md; the DLQ keeps one copy)
+    per_chain = MAX_DELIVERY_COUNT * ATTEMPTS
     calls = {poison_calls[m] for m in poison}
-    assert calls == {MAX_DELIVERY_COUNT * ATTEMPTS}, calls
+    assert all(c > 0 and c % per_chain == 0 for c in calls), calls
     assert len(handled) + len(dead) == sent
     assert_counters_add_up(stats)
-    assert stats.dead_lettered == len(poison), stats
+    assert stats.dead_lettered == sum(poison_calls[m] for m in poison) // per_chain, stats
     # each valid message completed once, or more often if it was delivered again after
     # all (SQS: a publish retried by the test's client); never without a handling
     assert len(valid) <= stats.completed <= successes, (successes, stats)
@@ -94,6 +98,8 @@ async def test_under_30_percent_memory_provider_faults_only_handlers_spend_deliv
         stats=result.stats,
     )
     assert {result.reasons[m] for m in result.poison} == {"Poison"}
+    assert {result.calls[m] for m in result.poison} == {MAX_DELIVERY_COUNT * ATTEMPTS}
+    assert result.stats.dead_lettered == len(result.poison)
     assert result.stats.received >= len(result.handled)
     assert 0.27 < result.faults / result.provider_calls < 0.33, result.line()
 
