@@ -326,6 +326,11 @@ class SessionActor(AsyncioActor):
                         return await self._dead_letter_error(
                             message, error, attempt - 1, handler=handler_name, history=history
                         )
+                    logger.info(
+                        "handler failed (%s), handling it again in place",
+                        error_type(error),
+                        extra=log_fields("process", None, message),
+                    )
                 if context.draining:  # stopping: it comes back later, its failures remembered
                     return await self._abandon(message)
                 context.stats.retried += 1
