@@ -96,9 +96,12 @@ class Bot:
     * ``mailbox_size`` — messages a native session pump fetches at a time.
     * ``max_in_flight`` — received but unsettled messages; pulling pauses above it.
     * ``drain_timeout`` — how long ``stop()`` lets running handlers finish.
-    * ``max_delivery_count`` — a message failing on this delivery is dead-lettered.
-    * ``retry`` — in-place retries of a failing handler before abandoning (default: the
-      spec's policy, 3 attempts in all, 1 s then 2 s apart with ±20 % jitter).
+    * ``max_delivery_count`` — failed handlings after which a message is
+      dead-lettered; each is handled again in place, so a poison message spends
+      one delivery of the queue's own limit (keep that limit higher).
+    * ``retry`` — the attempts of one handling, in place (default: the spec's
+      policy, 3 attempts in all, 1 s then 2 s apart with ±20 % jitter); the next
+      handling follows one back-off step later.
     * ``event_type_attribute`` / ``router`` — how the event type is found.
     * ``unrouted`` — ``"dead_letter"`` (reason ``NoHandler``) or ``"complete"``.
     * ``permanent_errors`` — exception types dead-lettered at once, like

@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, Generic, Self, TypeVar
 
 from queue_runtime.circuit import CircuitBreaker
 from queue_runtime.clock import Clock, SystemClock
@@ -51,6 +51,7 @@ from queue_runtime.config import ProviderConfig, QueueConfig, load_config
 from queue_runtime.crypto import EnvKeyProvider, KeyProvider, MessageCrypto, UndecryptableMessage
 from queue_runtime.errors import (
     ConfigurationError,
+    InvalidReceiptError,
     MessageTooLargeError,
     OperationTimeoutError,
     QueueError,
@@ -358,16 +359,19 @@ class QueueClient:
         if not isinstance(provider, SupportsCompleteMany):
             return await self._complete_each(receipts, contexts)
         with self.telemetry.settle_each("complete", queue, receipts, contexts) as settling:
-            results = list(
-                await self._call("complete", queue, lambda: provider.complete_many(receipts))
-            )
+            attempt = _Attempt(lambda: provider.complete_many(receipts))
+            results = list(await self._call("complete", queue, attempt))
+            if attempt.uncertain:  # an attempt whose answer was lost may have completed some
+                results = [None if _already("complete", error) else error for error in results]
             retry = [i for i, error in enumerate(results) if error is not None and error.transient]
             if retry:  # the rest of the batch is done: only these go again, each on its own
                 again = await asyncio.gather(
                     *(self._complete_again(receipts[i]) for i in retry), return_exceptions=True
                 )
                 for position, outcome in zip(retry, again, strict=True):
-                    results[position] = _settle_result(outcome)
+                    result = _settle_result(outcome)
+                    # a transient batch entry may have been deleted after all
+                    results[position] = None if _already("complete", result) else result
             settling.ended(results)
         completed = results.count(None)
         if completed:  # one recording for the batch: an SDK's cost is per recording
@@ -448,7 +452,13 @@ class QueueClient:
     ) -> None:
         """One settle call with its span, counting and log line."""
         with self.telemetry.settle(operation, receipt.queue, dead_letter=receipt.dead_letter):
-            await self._call(operation, receipt.queue, call)
+            attempt = _Attempt(call)
+            try:
+                await self._call(operation, receipt.queue, attempt)
+            except InvalidReceiptError as error:
+                if not (attempt.uncertain and _already(operation, error)):
+                    raise
+                # an earlier attempt took effect and only its answer was lost
         self.telemetry.count_settled(operation, receipt, reason)
         _log_settled(logged, operation, receipt)
 
@@ -913,6 +923,29 @@ def _log_each(
     if logger.isEnabledFor(logging.DEBUG):
         for message in messages:
             logger.debug(text, extra=log_fields(operation, queue, message))
+
+
+class _Attempt(Generic[T]):
+    """A provider call that notes whether an attempt failed in a way that may have
+    taken effect (a transient error or a timeout: the answer may have been lost)."""
+
+    def __init__(self, call: Callable[[], Awaitable[T]]) -> None:
+        self._call = call
+        self.uncertain = False
+
+    async def __call__(self) -> T:
+        try:
+            return await self._call()
+        except BaseException as error:
+            if not isinstance(error, QueueError) or error.transient:
+                self.uncertain = True
+            raise
+
+
+def _already(operation: str, error: BaseException | None) -> bool:
+    """True if ``error`` is the provider's proof that ``operation`` was already done
+    with this receipt (by an attempt whose answer was lost)."""
+    return isinstance(error, InvalidReceiptError) and error.settled == operation
 
 
 def _settle_result(outcome: BaseException | None) -> QueueError | None:

@@ -163,6 +163,64 @@ async def test_permanent_fault_is_not_retried(
     assert info.value.queue == QUEUE
 
 
+@pytest.mark.parametrize("operation", ["complete", "abandon", "dead_letter"])
+async def test_a_settle_whose_answer_was_lost_is_done_when_retried(
+    client: qr.QueueClient, provider: InMemoryProvider, operation: str
+) -> None:
+    # the first attempt takes effect and its answer is lost; the retry finds the
+    # receipt settled, and the provider proves it was by this very operation
+    await client.send_message(QUEUE, qr.Message(b"x"))
+    received = await client.receive_message(QUEUE, timeout=0)
+    assert received is not None
+    provider.faults.drop_next(operation)
+
+    async def settle() -> None:
+        if operation == "complete":
+            await client.complete_message(received.receipt)
+        elif operation == "abandon":
+            await client.abandon_message(received.receipt)
+        else:
+            await client.dead_letter_message(received.receipt, "Poison")
+
+    await settle()  # no InvalidReceiptError
+
+    assert provider.faults.injected == 1
+    stats = provider.stats(QUEUE)
+    assert (stats.active, stats.in_flight, stats.dead_lettered) == (
+        int(operation == "abandon"),
+        0,
+        int(operation == "dead_letter"),
+    )
+    with pytest.raises(qr.InvalidReceiptError) as refused:  # the caller's own second try
+        await settle()
+    assert refused.value.settled == operation
+
+
+async def test_a_batch_complete_whose_answer_was_lost_is_done_when_retried(
+    client: qr.QueueClient, provider: InMemoryProvider
+) -> None:
+    await client.send_messages(QUEUE, [qr.Message(b"1"), qr.Message(b"2")])
+    batch = await client.receive_messages(QUEUE, 10, timeout=0)
+    provider.faults.drop_next("complete")  # the first receipt's entry: done, answer lost
+
+    assert await client.complete_messages([m.receipt for m in batch]) == [None, None]
+    assert provider.stats(QUEUE).in_flight == 0
+
+
+async def test_an_abandon_is_not_taken_for_a_complete(
+    client: qr.QueueClient, provider: InMemoryProvider
+) -> None:
+    await client.send_message(QUEUE, qr.Message(b"x"))
+    received = await client.receive_message(QUEUE, timeout=0)
+    assert received is not None
+    await client.abandon_message(received.receipt)
+    provider.faults.fail_next("complete")  # a transient failure, then the retry
+
+    with pytest.raises(qr.InvalidReceiptError) as refused:
+        await client.complete_message(received.receipt)
+    assert refused.value.settled == "abandon"
+
+
 async def test_retries_exhausted_reraise_the_last_error(
     client: qr.QueueClient, provider: InMemoryProvider, send_spy: SendSpy
 ) -> None:
