@@ -51,6 +51,14 @@ _COLUMNS: Final = (
     "locked_until, dead_letter_reason, dead_letter_description, dead_letter_properties"
 )
 _TTL_DESCRIPTION: Final = "time to live passed before delivery"
+_BLOCKED: Final = (
+    "SELECT session_id FROM messages WHERE queue = :queue AND dead = 0 "
+    "AND token IS NOT NULL AND session_id IS NOT NULL "
+    "UNION SELECT session_id FROM sessions WHERE queue = :queue "
+    "AND token IS NOT NULL AND locked_until > :now"
+)
+"""Sessions that may not hand out a message now (read after a sweep): one of theirs
+is in flight, or a consumer holds the session lock."""
 
 
 @dataclass(slots=True, eq=False)
@@ -286,16 +294,7 @@ class Store:
 
     def _blocked_sessions(self, db: sqlite3.Connection, queue: str, now: float) -> set[str]:
         """Sessions with a message in flight or a live session lock (after a sweep)."""
-        return {
-            row[0]
-            for row in db.execute(
-                "SELECT session_id FROM messages WHERE queue = ?1 AND dead = 0 "
-                "AND token IS NOT NULL AND session_id IS NOT NULL "
-                "UNION SELECT session_id FROM sessions WHERE queue = ?1 "
-                "AND token IS NOT NULL AND locked_until > ?2",
-                (queue, now),
-            )
-        }
+        return {row[0] for row in db.execute(_BLOCKED, {"queue": queue, "now": now})}
 
     def claim(
         self, queue: str, limit: int, now: float, *, dead: bool, groups: bool
@@ -342,24 +341,25 @@ class Store:
     def _grouped_candidates(
         self, db: sqlite3.Connection, queue: str, limit: int, now: float
     ) -> list[int]:
-        blocked = self._blocked_sessions(db, queue, now)
+        delayed: set[str] = set()
         chosen: list[int] = []
         cursor = db.execute(
             "SELECT seq, session_id, visible_at FROM messages "
-            "WHERE queue = ? AND dead = 0 AND token IS NULL ORDER BY seq",
-            (queue,),
+            "WHERE queue = :queue AND dead = 0 AND token IS NULL "
+            f"AND (session_id IS NULL OR session_id NOT IN ({_BLOCKED})) ORDER BY seq",
+            {"queue": queue, "now": now},
         )
         for seq, session_id, visible_at in cursor:
             if session_id is None:
                 if visible_at <= now:
                     chosen.append(seq)
-            elif session_id in blocked:
+            elif session_id in delayed:
                 continue
             elif visible_at <= now:
                 # the session's head, or the next of a session this batch is taking
                 chosen.append(seq)
             else:  # a delayed message keeps the rest of its session waiting
-                blocked.add(session_id)
+                delayed.add(session_id)
             if len(chosen) >= limit:
                 break
         cursor.close()
@@ -624,9 +624,8 @@ class Store:
         with self._write() as db:
             self._queue(db, queue, now, "accept_session")
             self.sweep(db, queue, now)
-            blocked = self._blocked_sessions(db, queue, now)
             if session_id is not None:
-                if session_id in blocked:
+                if self._session_busy(db, queue, session_id, now):
                     raise SessionLockedError(
                         f"session {session_id!r} is locked by another consumer",
                         operation="accept_session",
@@ -634,7 +633,7 @@ class Store:
                     )
                 chosen = str(session_id)
             else:
-                available = self._free_session(db, queue, blocked, now)
+                available = self._free_session(db, queue, now)
                 if available is None:
                     due = self._next_due(db, queue, 0, now)
                     self._note_version(db)
@@ -655,22 +654,35 @@ class Store:
         return hold, None
 
     @staticmethod
-    def _free_session(
-        db: sqlite3.Connection, queue: str, blocked: set[str], now: float
-    ) -> str | None:
-        seen: set[str] = set()
+    def _session_busy(db: sqlite3.Connection, queue: str, session_id: str, now: float) -> bool:
+        """Does ``session_id`` have a message in flight, or a live session lock?"""
+        row = db.execute(
+            "SELECT EXISTS (SELECT 1 FROM messages INDEXED BY messages_session "
+            "WHERE queue = :queue AND session_id = :session AND dead = 0 "
+            "AND token IS NOT NULL) "
+            "OR EXISTS (SELECT 1 FROM sessions WHERE queue = :queue AND session_id = :session "
+            "AND token IS NOT NULL AND locked_until > :now)",
+            {"queue": queue, "session": session_id, "now": now},
+        ).fetchone()
+        return bool(row[0])
+
+    @staticmethod
+    def _free_session(db: sqlite3.Connection, queue: str, now: float) -> str | None:
+        """The session whose head is the oldest deliverable message, if any is free."""
+        delayed: set[str] = set()
         cursor = db.execute(
-            "SELECT session_id, visible_at FROM messages WHERE queue = ? AND dead = 0 "
-            "AND token IS NULL AND session_id IS NOT NULL ORDER BY seq",
-            (queue,),
+            "SELECT session_id, visible_at FROM messages WHERE queue = :queue AND dead = 0 "
+            f"AND token IS NULL AND session_id IS NOT NULL AND session_id NOT IN ({_BLOCKED}) "
+            "ORDER BY seq",
+            {"queue": queue, "now": now},
         )
         try:
             for session_id, visible_at in cursor:
-                if session_id in blocked or session_id in seen:
+                if session_id in delayed:
                     continue
                 if visible_at <= now:
                     return str(session_id)
-                seen.add(session_id)  # its head waits out a delay: not available yet
+                delayed.add(session_id)  # its head waits out a delay: not available yet
         finally:
             cursor.close()
         return None
@@ -684,8 +696,10 @@ class Store:
             self.sweep(db, hold.queue, now)
             seqs = []
             for seq, visible_at in db.execute(
-                "SELECT seq, visible_at FROM messages WHERE queue = ? AND session_id = ? "
-                "AND dead = 0 AND token IS NULL ORDER BY seq LIMIT ?",
+                # without statistics the planner would walk every waiting message
+                "SELECT seq, visible_at FROM messages INDEXED BY messages_session "
+                "WHERE queue = ? AND session_id = ? AND dead = 0 AND token IS NULL "
+                "ORDER BY seq LIMIT ?",
                 (hold.queue, hold.session_id, limit),
             ):
                 if visible_at > now:
