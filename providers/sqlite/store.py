@@ -341,7 +341,10 @@ class Store:
     def _grouped_candidates(
         self, db: sqlite3.Connection, queue: str, limit: int, now: float
     ) -> list[int]:
-        delayed: set[str] = set()
+        """The in-memory provider's batch, in its order: the oldest deliverable message
+        (plain, or the head of a free session) first; after a session's head, the
+        session's next waiting messages while they are visible; then the next oldest."""
+        seen: set[str] = set()
         chosen: list[int] = []
         cursor = db.execute(
             "SELECT seq, session_id, visible_at FROM messages "
@@ -349,21 +352,44 @@ class Store:
             f"AND (session_id IS NULL OR session_id NOT IN ({_BLOCKED})) ORDER BY seq",
             {"queue": queue, "now": now},
         )
-        for seq, session_id, visible_at in cursor:
-            if session_id is None:
-                if visible_at <= now:
-                    chosen.append(seq)
-            elif session_id in delayed:
-                continue
-            elif visible_at <= now:
-                # the session's head, or the next of a session this batch is taking
+        try:
+            for seq, session_id, visible_at in cursor:
+                if len(chosen) >= limit:
+                    break
+                if session_id is None:
+                    if visible_at <= now:
+                        chosen.append(seq)
+                    continue
+                if session_id in seen:
+                    continue
+                seen.add(session_id)  # its head: taken, or (delayed) keeping the rest waiting
+                if visible_at > now:
+                    continue
                 chosen.append(seq)
-            else:  # a delayed message keeps the rest of its session waiting
-                delayed.add(session_id)
-            if len(chosen) >= limit:
-                break
-        cursor.close()
+                if len(chosen) < limit:
+                    chosen.extend(
+                        self._followers(db, queue, session_id, seq, limit - len(chosen), now)
+                    )
+        finally:
+            cursor.close()
         return chosen
+
+    @staticmethod
+    def _followers(
+        db: sqlite3.Connection, queue: str, session_id: str, after: int, limit: int, now: float
+    ) -> list[int]:
+        """The waiting messages of a session after ``after`` that are visible, in order."""
+        followers = []
+        for seq, visible_at in db.execute(
+            "SELECT seq, visible_at FROM messages INDEXED BY messages_session "
+            "WHERE queue = ? AND session_id = ? AND dead = 0 AND token IS NULL AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (queue, session_id, after, limit),
+        ):
+            if visible_at > now:
+                break
+            followers.append(seq)
+        return followers
 
     def _deliver(
         self,
@@ -504,7 +530,7 @@ class Store:
                 "the receipt was not issued by this provider", operation=operation
             )
         if native.hold is not None:
-            if native.hold.closed:
+            if native.hold.closed and not native.hold.lost:
                 raise InvalidReceiptError(
                     f"session {native.hold.session_id!r} was closed before the message was settled",
                     operation=operation,
@@ -753,11 +779,14 @@ class Store:
         """End ``hold``: its unsettled messages are waiting again at once."""
         with self._write() as db:
             row = db.execute(
-                "SELECT token FROM sessions WHERE queue = ? AND session_id = ?",
+                "SELECT token, locked_until FROM sessions WHERE queue = ? AND session_id = ?",
                 (hold.queue, hold.session_id),
             ).fetchone()
             if row is None or row[0] != hold.token:
+                hold.lost = True
                 return  # someone else holds it now: nothing of ours is left
+            if row[1] is None or row[1] <= now:
+                hold.lost = True  # it ran out before the close; its messages did too
             held = db.execute(
                 "SELECT seq, delivery_count FROM messages WHERE holder = ? AND token IS NOT NULL "
                 "ORDER BY seq",
