@@ -5,7 +5,9 @@ file see and respect each other's work."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -231,3 +233,33 @@ async def test_scheduled_messages_wait_in_the_file_across_a_restart(
 
     assert early == []
     assert late.body == b"tick"
+
+
+async def test_the_event_loop_runs_on_while_a_call_waits_for_another_processs_lock(
+    open_provider: OpenProvider, db_path: Path
+) -> None:
+    provider = open_provider(busy_timeout=1.0)
+    await provider.send(Q, [qr.Message(b"x")])
+    locker = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN IMMEDIATE")  # another process's long write
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.create_task(tick())
+    try:
+        started = time.monotonic()
+        with pytest.raises(qr.OperationTimeoutError):
+            await provider.send(Q, [qr.Message(b"waits for the lock")])
+        waited = time.monotonic() - started
+    finally:
+        ticking.cancel()
+        locker.execute("ROLLBACK")
+        locker.close()
+
+    assert waited >= 0.9  # it waited out busy_timeout ...
+    assert ticks >= 30  # ... on the worker thread: the loop went round all the while
