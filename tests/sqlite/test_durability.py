@@ -263,3 +263,31 @@ async def test_the_event_loop_runs_on_while_a_call_waits_for_another_processs_lo
 
     assert waited >= 0.9  # it waited out busy_timeout ...
     assert ticks >= 30  # ... on the worker thread: the loop went round all the while
+
+
+async def test_a_batch_complete_answers_per_receipt_in_one_transaction(
+    open_provider: OpenProvider,
+) -> None:
+    provider, other = open_provider(), open_provider()
+    await provider.send(Q, [qr.Message(b"a"), qr.Message(b"b")])
+    first, second = await provider.receive(Q, 2, timeout=1.0)
+    await provider.complete(second.receipt)
+    await other.send(Q, [qr.Message(b"theirs")])
+    [theirs] = await other.receive(Q, 1, timeout=1.0)
+
+    results = await provider.complete_many([first.receipt, second.receipt, theirs.receipt])
+
+    assert results[0] is None
+    assert isinstance(results[1], qr.InvalidReceiptError)  # settled already
+    assert isinstance(results[2], qr.InvalidReceiptError)  # another provider's receipt
+    assert await provider.stats(Q) == (0, 1, 0, 0)  # only the other provider's is left
+    await other.complete(theirs.receipt)
+
+
+async def test_a_batch_above_the_limit_is_refused_whole(open_provider: OpenProvider) -> None:
+    provider = open_provider(max_batch_size=3)
+
+    with pytest.raises(qr.BatchTooLargeError):
+        await provider.send(Q, [qr.Message(f"{i}".encode()) for i in range(4)])
+
+    assert await provider.stats(Q) == (0, 0, 0, 0)
