@@ -25,6 +25,7 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -336,7 +337,8 @@ class Store:
                 self._note_version(db)
                 return [], due
             rows = self._deliver(db, seqs, now, dead=dead, holder=None, until=None)
-        return [self._received(queue, row, dead, None) for row in rows], None
+        times: dict[float, datetime] = {}
+        return [self._received(queue, row, dead, None, times) for row in rows], None
 
     def _grouped_candidates(
         self, db: sqlite3.Connection, queue: str, limit: int, now: float
@@ -421,8 +423,22 @@ class Store:
         return rows
 
     def _received(
-        self, queue: str, row: tuple[Any, ...], dead: bool, hold: SessionHold | None
+        self,
+        queue: str,
+        row: tuple[Any, ...],
+        dead: bool,
+        hold: SessionHold | None,
+        times: dict[float, datetime],
     ) -> ReceivedMessage:
+        """The message of a row; ``times`` caches datetimes across a batch (its messages
+        share their delivery time and lock expiry)."""
+
+        def when(timestamp: float) -> datetime:
+            moment = times.get(timestamp)
+            if moment is None:
+                moment = times[timestamp] = to_datetime(timestamp)
+            return moment
+
         (
             seq,
             session_id,
@@ -448,7 +464,7 @@ class Store:
             provider_id=self.provider_id,
             queue=QueueName(queue),
             token=f"peek-{seq}" if peek else token,
-            locked_until=to_datetime(locked_until if locked_until is not None else delivered),
+            locked_until=when(locked_until if locked_until is not None else delivered),
             dead_letter=dead,
             native=None if peek else Delivery(seq, dead, hold),
         )
@@ -464,11 +480,11 @@ class Store:
             content_type=content_type,
             time_to_live=time_to_live,
             delivery_count=delivery_count,
-            enqueued_at=to_datetime(enqueued_at),
-            first_delivered_at=to_datetime(
+            enqueued_at=when(enqueued_at),
+            first_delivered_at=when(
                 first_delivered_at if first_delivered_at is not None else delivered
             ),
-            delivered_at=to_datetime(delivered),
+            delivered_at=when(delivered),
             receipt=receipt,
             sequence_number=seq,
             dead_letter_reason=reason,
@@ -552,24 +568,41 @@ class Store:
 
     def complete(self, receipt: ReceiptHandle, now: float) -> None:
         with self._write() as db:
-            native, _ = self._settling(db, receipt, now, "complete")
-            db.execute("DELETE FROM messages WHERE seq = ?", (native.seq,))
+            error = self._delete(db, receipt, now)
+        if error is not None:
+            raise error
 
     def complete_many(
         self, receipts: Sequence[ReceiptHandle], now: float
     ) -> list[QueueError | None]:
         """Complete each receipt in one transaction; per receipt ``None`` or its error."""
-        results: list[QueueError | None] = []
         with self._write() as db:
-            for receipt in receipts:
-                try:
-                    native, _ = self._settling(db, receipt, now, "complete")
-                except QueueError as error:
-                    results.append(error)
-                    continue
-                db.execute("DELETE FROM messages WHERE seq = ?", (native.seq,))
-                results.append(None)
-        return results
+            return [self._delete(db, receipt, now) for receipt in receipts]
+
+    def _delete(
+        self, db: sqlite3.Connection, receipt: ReceiptHandle, now: float
+    ) -> QueueError | None:
+        """Complete one delivery: ``None``, or the error that kept it (nothing changed)."""
+        native = receipt.native
+        if (
+            receipt.provider_id == self.provider_id
+            and isinstance(native, Delivery)
+            and native.hold is None
+        ):
+            # the common case in one statement: the row goes if the lock is still this one
+            deleted = db.execute(
+                "DELETE FROM messages WHERE seq = ? AND queue = ? AND dead = ? AND token = ? "
+                "AND locked_until > ?",
+                (native.seq, receipt.queue, 1 if native.dead else 0, receipt.token, now),
+            ).rowcount
+            if deleted:
+                return None
+        try:
+            native, _ = self._settling(db, receipt, now, "complete")
+        except QueueError as error:
+            return error
+        db.execute("DELETE FROM messages WHERE seq = ?", (native.seq,))
+        return None
 
     def abandon(self, receipt: ReceiptHandle, delay: float | None, now: float) -> None:
         with self._write() as db:
@@ -738,7 +771,8 @@ class Store:
             rows = self._deliver(
                 db, seqs, now, dead=False, holder=hold.token, until=hold.locked_until
             )
-        return [self._received(hold.queue, row, False, hold) for row in rows], None
+        times: dict[float, datetime] = {}
+        return [self._received(hold.queue, row, False, hold, times) for row in rows], None
 
     def renew_session(self, hold: SessionHold, now: float) -> float:
         with self._write() as db:
@@ -836,7 +870,10 @@ class Store:
             f"SELECT {_COLUMNS} FROM messages WHERE queue = ? AND dead = 1 ORDER BY seq LIMIT ?",
             (queue, limit),
         ).fetchall()
-        return [self._received(queue, (*row[:12], None, *row[13:]), True, None) for row in rows]
+        times: dict[float, datetime] = {}
+        return [
+            self._received(queue, (*row[:12], None, *row[13:]), True, None, times) for row in rows
+        ]
 
     def purge_dead_letters(self, queue: str, now: float) -> int:
         with self._write() as db:
