@@ -291,3 +291,30 @@ async def test_a_batch_above_the_limit_is_refused_whole(open_provider: OpenProvi
         await provider.send(Q, [qr.Message(f"{i}".encode()) for i in range(4)])
 
     assert await provider.stats(Q) == (0, 0, 0, 0)
+
+
+def _readme_config(folder: Path) -> qr.QueueConfig:
+    """The README's sqlite TOML block, loaded, with its file moved into ``folder``."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## The sqlite provider", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    file = folder / "queue.toml"
+    file.write_text(block.replace("/var/lib/mybot/queues.db", str(folder / "q.db")))
+    return qr.load_config(file, env={})
+
+
+async def test_the_readme_configuration_selects_a_working_provider_through_the_registry(
+    tmp_path: Path,
+) -> None:
+    config = _readme_config(tmp_path)
+
+    async with await qr.create_client(config) as client:
+        await client.send_message("jobs", qr.Message(b"via the registry"))
+        received = await client.receive_message("jobs", timeout=1.0)
+        assert received is not None
+        await client.complete_message(received.receipt)
+
+    assert isinstance(config.provider, qr.SqliteConfig)
+    assert client.provider_type is qr.ProviderType.SQLITE
+    assert received.body == b"via the registry"
+    assert await asyncio.to_thread((tmp_path / "q.db").is_file)
