@@ -1,7 +1,7 @@
 """queue-runtime: reliable queue message processing for bots and services.
 
-Azure Service Bus, AWS SQS and an in-memory provider behind one API, with
-per-session ordering, retries, circuit breaking and a dead-letter queue.
+Azure Service Bus, AWS SQS, a durable SQLite file and an in-memory provider behind
+one API, with per-session ordering, retries, circuit breaking and a dead-letter queue.
 
 Example:
     >>> import asyncio
@@ -27,6 +27,7 @@ from queue_runtime.config import (
     ProviderConfig,
     QueueConfig,
     Secret,
+    SqliteConfig,
     TimeoutConfig,
     load_config,
 )
@@ -168,6 +169,7 @@ __all__ = [
     "SessionSupport",
     "SessionsNotSupportedError",
     "SingleField",
+    "SqliteConfig",
     "StaticKeyProvider",
     "SystemClock",
     "Telemetry",

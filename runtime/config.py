@@ -6,8 +6,8 @@ its dotted path (``aws.visibility_timeout``). Layers, lowest precedence first:
 
     defaults  <  TOML file  <  environment  <  code
 
-* TOML: a top-level ``provider = "memory" | "aws" | "azure"`` and the tables
-  ``[memory]``, ``[aws]``, ``[azure]``, ``[retry]``, ``[circuit_breaker]``,
+* TOML: a top-level ``provider = "memory" | "sqlite" | "aws" | "azure"`` and the tables
+  ``[memory]``, ``[sqlite]``, ``[aws]``, ``[azure]``, ``[retry]``, ``[circuit_breaker]``,
   ``[timeouts]`` and ``[crypto]``, whose keys are exactly the dataclass field names.
   Only the table of the selected provider is used; the others may be present (their key
   names are still checked, to catch typos). Encryption keys are not configuration: see
@@ -65,18 +65,23 @@ __all__ = [
     "ProviderConfig",
     "QueueConfig",
     "Secret",
+    "SqliteConfig",
     "TimeoutConfig",
     "config_reference",
     "load_config",
 ]
 
 SessionMode: TypeAlias = Literal["emulated", "native"]
+SqliteSynchronous: TypeAlias = Literal["full", "normal"]
 AzureCredentialKind: TypeAlias = Literal["default", "managed_identity", "client_secret"]
 AzureTransport: TypeAlias = Literal["amqp", "amqp_websocket"]
 
 _SQS_MAX_VISIBILITY: Final = 43_200.0  # 12 hours
 _SQS_MAX_WAIT: Final = 20.0
 _AZURE_MAX_MESSAGE_SIZE: Final = 100 * 1024 * 1024  # premium tier
+DEFAULT_SQLITE_PATH: Final = ".queue-runtime/queues.db"
+"""Where the sqlite provider keeps its queues unless told otherwise (relative to the
+working directory)."""
 
 
 # -- Secret -----------------------------------------------------------------
@@ -318,6 +323,65 @@ class InMemoryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SqliteConfig:
+    """Durable queues in one SQLite file (WAL mode), shared by every process on the machine.
+
+    ``path`` is the database file (created with its directory on first use; relative
+    paths are relative to the working directory). ``session_mode`` works as for the
+    in-memory provider: ``"emulated"`` (default) hands out session messages on plain
+    receives, one session at a time in order, like SQS FIFO; ``"native"`` only through
+    ``accept_session``, like Azure Service Bus. Session locks live in the file, so they
+    hold across processes.
+
+    ``synchronous="full"`` (default) makes every returned send and settle survive a
+    power loss (one fsync per transaction); ``"normal"`` survives a crash of the process
+    (SIGKILL) but may lose the last transactions on power loss or an OS crash, and is
+    much faster. ``busy_timeout`` is how long a call waits for another process's write
+    before it fails with a transient error; ``poll_interval`` is how often a waiting
+    receive looks for messages written by other processes. ``create_queues=False`` makes
+    unknown queue names fail with ``QueueNotFoundError`` instead of creating them.
+
+    Example:
+        >>> SqliteConfig(path="/var/lib/bot/queues.db", lock_duration=60.0).path
+        '/var/lib/bot/queues.db'
+    """
+
+    kind: ClassVar[Literal["sqlite"]] = "sqlite"
+
+    path: str = DEFAULT_SQLITE_PATH
+    session_mode: SessionMode = "emulated"
+    lock_duration: float = 30.0
+    session_lock_duration: float = 300.0
+    max_delivery_count: int = 5
+    max_message_size: int = 262_144
+    max_batch_size: int = 100
+    create_queues: bool = True
+    synchronous: SqliteSynchronous = "full"
+    busy_timeout: float = 10.0
+    poll_interval: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path.strip():
+            raise ConfigurationError("expected a file path", field="sqlite.path")
+        if self.path.strip() == ":memory:" or self.path.startswith("file:"):
+            raise ConfigurationError(
+                "must be a file path (for queues in memory use the memory provider)",
+                field="sqlite.path",
+            )
+        _choice(self.session_mode, typing.get_args(SessionMode), "sqlite.session_mode")
+        _positive(self.lock_duration, "sqlite.lock_duration")
+        _positive(self.session_lock_duration, "sqlite.session_lock_duration")
+        _int_at_least(self.max_delivery_count, 1, "sqlite.max_delivery_count")
+        _int_at_least(self.max_message_size, 1, "sqlite.max_message_size")
+        _int_at_least(self.max_batch_size, 1, "sqlite.max_batch_size")
+        if not isinstance(self.create_queues, bool):
+            raise ConfigurationError("expected a boolean", field="sqlite.create_queues")
+        _choice(self.synchronous, typing.get_args(SqliteSynchronous), "sqlite.synchronous")
+        _in_range(self.busy_timeout, 0, 3600, "sqlite.busy_timeout")
+        _in_range(self.poll_interval, 0.001, 10, "sqlite.poll_interval")
+
+
+@dataclass(frozen=True, slots=True)
 class AwsSqsConfig:
     """Amazon SQS.
 
@@ -488,9 +552,9 @@ class AzureServiceBusConfig:
             )
 
 
-ProviderConfig: TypeAlias = InMemoryConfig | AwsSqsConfig | AzureServiceBusConfig
+ProviderConfig: TypeAlias = InMemoryConfig | SqliteConfig | AwsSqsConfig | AzureServiceBusConfig
 
-_PROVIDER_TYPES: Final = (InMemoryConfig, AwsSqsConfig, AzureServiceBusConfig)
+_PROVIDER_TYPES: Final = (InMemoryConfig, SqliteConfig, AwsSqsConfig, AzureServiceBusConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,7 +570,8 @@ class QueueConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.provider, _PROVIDER_TYPES):
             raise ConfigurationError(
-                "expected InMemoryConfig, AwsSqsConfig or AzureServiceBusConfig", field="provider"
+                "expected InMemoryConfig, SqliteConfig, AwsSqsConfig or AzureServiceBusConfig",
+                field="provider",
             )
         for name, expected in (
             ("retry", RetryPolicy),
@@ -540,6 +605,7 @@ _DEFAULT_PROVIDER: Final = "memory"
 
 _PROVIDERS: Final[dict[str, type[ProviderConfig]]] = {
     "memory": InMemoryConfig,
+    "sqlite": SqliteConfig,
     "aws": AwsSqsConfig,
     "azure": AzureServiceBusConfig,
 }
@@ -659,8 +725,8 @@ def _override_layer(overrides: Mapping[str, Any]) -> _Layer:
                 layer.provider = _parse_provider(value, source)
             else:
                 raise ConfigurationError(
-                    "expected 'memory', 'aws', 'azure' or a provider config object "
-                    "(use memory=/aws=/azure= for a mapping of settings)",
+                    "expected 'memory', 'sqlite', 'aws', 'azure' or a provider config object "
+                    "(use memory=/sqlite=/aws=/azure= for a mapping of settings)",
                     field="provider",
                 )
         elif key in _SECTIONS:
@@ -689,8 +755,8 @@ def _put_object(layer: _Layer, section: str, value: object, source: str) -> None
         layer.put(section, name, getattr(value, name), source)
 
 
-def _merge(layers: list[_Layer]) -> QueueConfig:
-    kind: str = _DEFAULT_PROVIDER
+def _merge(layers: list[_Layer], default_provider: str = _DEFAULT_PROVIDER) -> QueueConfig:
+    kind: str = default_provider
     for layer in layers:
         if layer.provider is not None:
             kind = layer.provider
@@ -715,15 +781,19 @@ def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
     env: Mapping[str, str] | None = None,
+    default_provider: str = _DEFAULT_PROVIDER,
     **overrides: Any,
 ) -> QueueConfig:
     """Build a :class:`QueueConfig` from defaults < TOML file < environment < ``overrides``.
 
     ``path`` defaults to ``$QUEUE_RUNTIME_CONFIG`` (no file if that is unset too).
     ``env`` defaults to ``os.environ``. ``overrides`` are ``provider`` (``"aws"`` or a
-    provider config object) and the sections ``memory``, ``aws``, ``azure``, ``retry``,
-    ``circuit_breaker``, ``timeouts``, ``crypto``, each a section object (replaces that
+    provider config object) and the sections ``memory``, ``sqlite``, ``aws``, ``azure``,
+    ``retry``, ``circuit_breaker``, ``timeouts``, ``crypto``, each a section object (replaces that
     section) or a mapping of field values (merged field by field).
+
+    ``default_provider`` is the provider when no layer selects one (``"memory"``; the
+    command line passes ``"sqlite"``, so that separate commands share queues).
 
     Reading the file is blocking I/O. It is meant to run once at start-up, before the
     event loop starts; inside a running loop use ``asyncio.to_thread(load_config)``.
@@ -737,7 +807,7 @@ def load_config(
         layers.append(_toml_layer(path))
     layers.append(_env_layer(environ))
     layers.append(_override_layer(overrides))
-    return _merge(layers)
+    return _merge(layers, _parse_provider(default_provider, "load_config(default_provider=...)"))
 
 
 # -- coercion -----------------------------------------------------------------

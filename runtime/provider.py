@@ -99,6 +99,7 @@ class ProviderType(enum.StrEnum):
     """Which service is behind the client; values are OTel ``messaging.system`` names."""
 
     MEMORY = "memory"
+    SQLITE = "sqlite"
     AWS_SQS = "aws_sqs"
     AZURE_SERVICE_BUS = "servicebus"
 
@@ -223,6 +224,7 @@ ProviderFactory = Callable[[Any, Clock], QueueProvider]
 
 _FACTORIES: dict[str, ProviderFactory | str] = {
     "memory": "queue_runtime.providers.memory:create_provider",
+    "sqlite": "queue_runtime.providers.sqlite:create_provider",
     "aws": "queue_runtime.providers.aws:create_provider",
     "azure": "queue_runtime.providers.azure:create_provider",
 }
@@ -234,7 +236,7 @@ def register_provider(kind: str, factory: ProviderFactory) -> None:
 
 
 def create_provider(config: Any, clock: Clock) -> QueueProvider:
-    """Build the provider for ``config`` (an ``InMemoryConfig``, ``AwsSqsConfig``, ...)."""
+    """Build the provider for ``config`` (an ``InMemoryConfig``, ``SqliteConfig``, ...)."""
     kind = str(getattr(config, "kind", ""))
     factory = _FACTORIES.get(kind)
     if factory is None:

@@ -11,9 +11,11 @@ Commands (each with ``--help``):
 * ``demo`` — the demo bot on its own in-memory provider.
 
 Configuration comes from ``--config`` / ``$QUEUE_RUNTIME_CONFIG``, the
-environment and ``--provider``, ``--endpoint-url``, ``--region``. The memory
-provider lives in one process, so commands cannot share it; :func:`execute`
-takes a ``client`` for tests and embedding. Exit codes: :class:`ExitCode`.
+environment and ``--provider``, ``--sqlite-path``, ``--endpoint-url``,
+``--region``. With none of them naming a provider, commands share the sqlite
+file ``./.queue-runtime/queues.db``. The memory provider lives in one process,
+so commands cannot share it; :func:`execute` takes a ``client`` for tests and
+embedding. Exit codes: :class:`ExitCode`.
 
 Example:
     >>> from queue_runtime.cli import main

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from queue_runtime.client import QueueClient
+from queue_runtime.config import DEFAULT_SQLITE_PATH
 from queue_runtime.errors import ConfigurationError, QueueError, ValidationError
 
 from . import bots, dead_letters, health, messages
@@ -28,15 +29,19 @@ __all__ = ["build_parser", "execute", "main"]
 
 logger = logging.getLogger("queue_runtime.cli")
 
-DESCRIPTION = """\
-Run bots and operate queues on the in-memory provider, AWS SQS or Azure
-Service Bus.
+DESCRIPTION = f"""\
+Run bots and operate queues in a local SQLite file, on AWS SQS, Azure Service
+Bus or the in-memory provider.
 
 Configuration comes from a TOML file (--config, or $QUEUE_RUNTIME_CONFIG), the
 environment ($QUEUE_PROVIDER, $QUEUE_RUNTIME_<TABLE>_<FIELD>) and the provider
 options below, each overriding the one before. Secrets (connection strings,
 keys) belong in the environment or the file, never on the command line.
 
+With no provider configured, commands use the sqlite provider on
+./{DEFAULT_SQLITE_PATH} (relative to the working directory;
+--sqlite-path or $QUEUE_RUNTIME_SQLITE_PATH moves it): every command, and a bot
+started with `run`, sees what the others sent, and the queues survive restarts.
 The memory provider keeps its queues in the memory of one process: what one
 queue-runtime command sends, another command cannot see."""
 
@@ -72,9 +77,15 @@ def _global_options(parser: argparse.ArgumentParser, *, nested: bool) -> None:
     )
     options.add_argument(
         "--provider",
-        choices=["memory", "aws", "azure"],
+        choices=["sqlite", "memory", "aws", "azure"],
         default=default(None),
-        help="the provider (overrides $QUEUE_PROVIDER and the file)",
+        help="the provider (overrides $QUEUE_PROVIDER and the file; default: sqlite)",
+    )
+    options.add_argument(
+        "--sqlite-path",
+        metavar="FILE",
+        default=default(None),
+        help=f"sqlite: the database file (default: ./{DEFAULT_SQLITE_PATH})",
     )
     options.add_argument(
         "--endpoint-url",

@@ -138,7 +138,7 @@ async def run_bot(args: argparse.Namespace, context: Context) -> int:
         )
     output = context.output
     output.note(
-        f"running {args.target} on queue {bot.settings.queue!r}; "
+        f"running {args.target} on queue {bot.settings.queue!r}{context.location()}; "
         "SIGTERM or Ctrl-C stops it gracefully"
     )
     await bot.run()
@@ -155,7 +155,12 @@ async def run_bot(args: argparse.Namespace, context: Context) -> int:
 
 
 async def run_demo(args: argparse.Namespace, context: Context) -> int:
-    if args.provider not in (None, "memory") or args.endpoint_url or args.region:
+    if (
+        args.provider not in (None, "memory")
+        or args.endpoint_url
+        or args.region
+        or args.sqlite_path
+    ):
         raise CliError("the demo runs on its own in-memory provider: drop the provider options")
     from queue_runtime import demo
 

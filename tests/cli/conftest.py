@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -37,11 +38,14 @@ Cli = Callable[..., Awaitable[Result]]
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No provider or config from the machine running the tests."""
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No provider or config from the machine running the tests; and a command that
+    falls back to the sqlite provider keeps its file in the test's directory, not in
+    the working directory."""
     for name in list(os.environ):
         if name.startswith("QUEUE_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("QUEUE_RUNTIME_SQLITE_PATH", str(tmp_path / "cli-default" / "queues.db"))
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -1,8 +1,9 @@
 """A bot in a process of its own, for the reliability proofs.
 
 Configured like a deployed bot: the queue configuration comes from the
-environment (``QUEUE_PROVIDER=aws``, ``QUEUE_RUNTIME_AWS_*``, AWS credentials
-through the default chain), the rest from the command line::
+environment (``QUEUE_PROVIDER=aws`` with ``QUEUE_RUNTIME_AWS_*`` and AWS credentials
+through the default chain, or ``QUEUE_PROVIDER=sqlite`` with
+``QUEUE_RUNTIME_SQLITE_PATH``), the rest from the command line::
 
     python -m tests.reliability.bot_process QUEUE --log PATH [--handle-delay S]
         [--drain-timeout S] [--receive-wait S] [--max-in-flight N]

@@ -1,12 +1,15 @@
 """Fixtures of the reliability proofs: a fresh moto server state, the test's own SQS
-provider (to publish and inspect), and the path of the shared handling log."""
+provider (to publish and inspect), the path of the shared handling log, and the
+``backend`` the crash and competing-consumers proofs run on (SQS on moto, and a
+sqlite file)."""
 
 from __future__ import annotations
 
 import functools
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,8 +17,13 @@ from typing import Any
 import pytest
 
 import queue_runtime as qr
+from queue_runtime.health import QueueInfo
 from queue_runtime.providers.aws import SqsProvider
+from queue_runtime.providers.sqlite import SqliteProvider
 from tests import sqs_server
+
+from .processes import bot_environment, sqlite_bot_environment
+from .workload import queue_depth
 
 
 @pytest.fixture
@@ -112,3 +120,84 @@ async def publisher(sqs: SqsProvider) -> AsyncIterator[qr.QueueClient]:
 def log_path(tmp_path: Path) -> Path:
     """The shared handling log of the test's bot processes."""
     return tmp_path / "handling.log"
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """Where a proof's queue lives, as the proof sees it: a client to publish and
+    read the DLQ, and the facts the bot processes need."""
+
+    name: str
+    publisher: qr.QueueClient
+    create_queue: Callable[[str], Awaitable[object]]
+    depth: Callable[[str], Awaitable[tuple[int, int]]]
+    """(waiting, in flight) messages of a queue, without receiving."""
+    environment: Callable[[float], dict[str, str]]
+    """The bot processes' environment, given the lock (visibility) duration."""
+
+
+@pytest.fixture(params=["sqs", "sqlite"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The proof's queue on SQS (moto server), or in a sqlite file: default settings
+    (emulated sessions, like SQS FIFO), or (``sqlite-native``, for proofs that ask for
+    it with an indirect parametrization) native sessions, where every bot process
+    accepts sessions and the session locks in the file keep them apart."""
+    name = str(request.param).replace("-", "_")
+    chosen: Backend = request.getfixturevalue(f"{name}_backend")
+    return chosen
+
+
+@pytest.fixture
+def sqs_backend(sqs: SqsProvider, publisher: qr.QueueClient) -> Backend:
+    async def depth(queue: str) -> tuple[int, int]:
+        return await queue_depth(sqs, queue)
+
+    return Backend(
+        "sqs",
+        publisher,
+        sqs.create_queue,
+        depth,
+        lambda lock: bot_environment(visibility_timeout=lock),
+    )
+
+
+@pytest.fixture
+async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    async for backend in _sqlite_backend(tmp_path, "emulated"):
+        yield backend
+
+
+@pytest.fixture
+async def sqlite_native_backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    async for backend in _sqlite_backend(tmp_path, "native"):
+        yield backend
+
+
+async def _sqlite_backend(tmp_path: Path, session_mode: str) -> AsyncIterator[Backend]:
+    path = tmp_path / "queues.db"
+    config = qr.SqliteConfig(path=str(path), session_mode=session_mode)  # type: ignore[arg-type]
+    provider = SqliteProvider(config)
+    client = qr.QueueClient(provider, qr.QueueConfig(provider=provider.config))
+
+    async def depth(queue: str) -> tuple[int, int]:
+        info: QueueInfo = await provider.queue_info(qr.QueueName(queue))
+        assert info.depth is not None
+        assert info.in_flight is not None
+        return info.depth, info.in_flight
+
+    try:
+        yield Backend(
+            f"sqlite, {session_mode} sessions",
+            client,
+            provider.create_queue,
+            depth,
+            lambda lock: sqlite_bot_environment(
+                path,
+                lock_duration=lock,
+                QUEUE_RUNTIME_SQLITE_SESSION_MODE=session_mode,
+                # a killed bot's sessions come back as soon as its messages do
+                QUEUE_RUNTIME_SQLITE_SESSION_LOCK_DURATION=str(lock),
+            ),
+        )
+    finally:
+        await client.aclose()

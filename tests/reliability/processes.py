@@ -17,13 +17,8 @@ from tests import sqs_server
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def bot_environment(*, visibility_timeout: float, **settings: str) -> dict[str, str]:
-    """This process's environment without queue or AWS settings, plus the moto server's.
-
-    Credentials are dummies through the default AWS chain (environment variables);
-    no AWS file or instance metadata of the machine is read. ``settings`` are
-    extra ``QUEUE_RUNTIME_*`` variables.
-    """
+def _own_environment() -> dict[str, str]:
+    """This process's environment without queue or AWS settings."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -32,18 +27,51 @@ def bot_environment(*, visibility_timeout: float, **settings: str) -> dict[str, 
     env.update(
         {
             "PYTHONPATH": str(ROOT),
+            "QUEUE_RUNTIME_RETRY_INITIAL_DELAY": "0.05",
+            "QUEUE_RUNTIME_RETRY_MAX_DELAY": "0.2",
+        }
+    )
+    return env
+
+
+def bot_environment(*, visibility_timeout: float, **settings: str) -> dict[str, str]:
+    """This process's environment without queue or AWS settings, plus the moto server's.
+
+    Credentials are dummies through the default AWS chain (environment variables);
+    no AWS file or instance metadata of the machine is read. ``settings`` are
+    extra ``QUEUE_RUNTIME_*`` variables.
+    """
+    env = _own_environment()
+    env.update(
+        {
             "QUEUE_PROVIDER": "aws",
             "QUEUE_RUNTIME_AWS_ENDPOINT_URL": sqs_server.endpoint(),
             "QUEUE_RUNTIME_AWS_REGION": sqs_server.REGION,
             "QUEUE_RUNTIME_AWS_VISIBILITY_TIMEOUT": str(visibility_timeout),
             "QUEUE_RUNTIME_AWS_WAIT_TIME": "0",
-            "QUEUE_RUNTIME_RETRY_INITIAL_DELAY": "0.05",
-            "QUEUE_RUNTIME_RETRY_MAX_DELAY": "0.2",
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
+    env.update(settings)
+    return env
+
+
+def sqlite_bot_environment(path: Path, *, lock_duration: float, **settings: str) -> dict[str, str]:
+    """This process's environment without queue settings, plus the sqlite file's.
+
+    The file is fully synchronous (the default): what the proofs show is what a
+    deployed bot gets.
+    """
+    env = _own_environment()
+    env.update(
+        {
+            "QUEUE_PROVIDER": "sqlite",
+            "QUEUE_RUNTIME_SQLITE_PATH": str(path),
+            "QUEUE_RUNTIME_SQLITE_LOCK_DURATION": str(lock_duration),
         }
     )
     env.update(settings)

@@ -1,5 +1,6 @@
-"""Competing consumers: three bot processes on one FIFO queue never work on one
-session at the same time, and together they complete every message.
+"""Competing consumers: three bot processes on one FIFO queue (SQS on moto, or a
+queue in a sqlite file) never work on one session at the same time, and together
+they complete every message.
 
 Each handling is an interval [start, end] on the machine's monotonic clock,
 written by the handling process to the shared log. Per session, the
@@ -14,12 +15,10 @@ from pathlib import Path
 
 import pytest
 
-import queue_runtime as qr
-from queue_runtime.providers.aws import SqsProvider
-
+from .conftest import Backend
 from .handling_log import Entry, read_log
-from .processes import BotProcesses, bot_environment
-from .workload import messages, queue_depth, wait_until
+from .processes import BotProcesses
+from .workload import messages, wait_until
 
 QUEUE = "competing.fifo"
 BOTS = 3
@@ -70,9 +69,10 @@ def overlaps(intervals: list[Handling]) -> list[tuple[Handling, Handling]]:
 
 @pytest.mark.timeout(150)
 async def test_three_bot_processes_never_handle_one_session_at_the_same_time(
-    sqs: SqsProvider, publisher: qr.QueueClient, tmp_path: Path, log_path: Path
+    backend: Backend, tmp_path: Path, log_path: Path
 ) -> None:
-    await sqs.create_queue(QUEUE)
+    publisher = backend.publisher
+    await backend.create_queue(QUEUE)
     sent = messages(SESSIONS, PER_SESSION)
     ids = {m.message_id for m in sent}
     # A cap on each bot's prefetch: with none, the bots that poll first (and again as
@@ -83,7 +83,7 @@ async def test_three_bot_processes_never_handle_one_session_at_the_same_time(
     )
     ready = [tmp_path / f"ready-{n}" for n in range(BOTS)]
 
-    async with BotProcesses(tmp_path, bot_environment(visibility_timeout=5.0)) as bots:
+    async with BotProcesses(tmp_path, backend.environment(5.0)) as bots:
         processes = [await bots.start(QUEUE, *options, "--ready", str(r)) for r in ready]
 
         async def all_started() -> bool:
@@ -94,7 +94,7 @@ async def test_three_bot_processes_never_handle_one_session_at_the_same_time(
 
         async def all_done() -> bool:
             ended = {e.message_id for e in read_log(log_path) if e.kind == "end"}
-            return ended >= ids and await queue_depth(sqs, QUEUE) == (0, 0)
+            return ended >= ids and await backend.depth(QUEUE) == (0, 0)
 
         await wait_until(all_done, 100, bots.output)
         for process in processes:
@@ -112,7 +112,8 @@ async def test_three_bot_processes_never_handle_one_session_at_the_same_time(
     assert moved, "no session moved between processes: exclusivity was never put to the test"
     assert await publisher.peek_dead_letters(QUEUE) == []
     print(
-        f"competing: {len(ids)} messages, {len(done)} handlings by {BOTS} processes "
+        f"competing ({backend.name}): {len(ids)} messages, "
+        f"{len(done)} handlings by {BOTS} processes "
         f"({', '.join(str(sum(h.pid == p.pid for h in done)) for p in processes)}), "
         f"{len(moved)} of {SESSIONS} sessions handled by more than one process"
     )

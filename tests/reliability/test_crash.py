@@ -1,10 +1,10 @@
 """Crash: a bot process killed with SIGKILL mid-stream loses nothing.
 
 A bot process works through a FIFO queue on the moto server (which runs in
-this test process and outlives it); it is killed with SIGKILL while messages
-are in its hands, a second bot process takes over, and the shared handling
-log must show every message handled at least once and, per session, the
-first handlings in publish order.
+this test process and outlives it), or through a queue in a sqlite file; it
+is killed with SIGKILL while messages are in its hands, a second bot process
+takes over, and the shared handling log must show every message handled at
+least once and, per session, the first handlings in publish order.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ from pathlib import Path
 
 import pytest
 
-import queue_runtime as qr
-from queue_runtime.providers.aws import SqsProvider
-
+from .conftest import Backend
 from .handling_log import Entry, read_log
-from .processes import BotProcesses, bot_environment
-from .workload import messages, queue_depth, wait_until
+from .processes import BotProcesses
+from .workload import messages, wait_until
 
 QUEUE = "crash.fifo"
 SESSIONS = 20
@@ -41,10 +39,12 @@ def first_handling_order(entries: list[Entry]) -> dict[str, list[int]]:
 
 
 @pytest.mark.timeout(150)
+@pytest.mark.parametrize("backend", ["sqs", "sqlite", "sqlite-native"], indirect=True)
 async def test_a_bot_killed_mid_stream_loses_nothing_and_keeps_first_handling_order(
-    sqs: SqsProvider, publisher: qr.QueueClient, tmp_path: Path, log_path: Path
+    backend: Backend, tmp_path: Path, log_path: Path
 ) -> None:
-    await sqs.create_queue(QUEUE)
+    publisher = backend.publisher
+    await backend.create_queue(QUEUE)
     sent = messages(SESSIONS, PER_SESSION)
     await publisher.send_messages(QUEUE, sent)
     ids = {m.message_id for m in sent}
@@ -54,7 +54,7 @@ async def test_a_bot_killed_mid_stream_loses_nothing_and_keeps_first_handling_or
     def logged(kind: str) -> set[str]:
         return {e.message_id for e in read_log(log_path) if e.kind == kind}
 
-    async with BotProcesses(tmp_path, bot_environment(visibility_timeout=VISIBILITY)) as bots:
+    async with BotProcesses(tmp_path, backend.environment(VISIBILITY)) as bots:
         first = await bots.start(QUEUE, *options)
 
         async def a_third_started_and_some_in_hand() -> bool:
@@ -73,7 +73,7 @@ async def test_a_bot_killed_mid_stream_loses_nothing_and_keeps_first_handling_or
         second = await bots.start(QUEUE, *options)
 
         async def all_done() -> bool:
-            return logged("end") >= ids and await queue_depth(sqs, QUEUE) == (0, 0)
+            return logged("end") >= ids and await backend.depth(QUEUE) == (0, 0)
 
         await wait_until(all_done, 90, bots.output)
         await bots.stop(second, timeout=30)
@@ -93,6 +93,6 @@ async def test_a_bot_killed_mid_stream_loses_nothing_and_keeps_first_handling_or
     again = {m for m, pids in starts.items() if len(pids) > 1}
     assert in_hand <= again  # what the killed bot was handling was handled again
     print(
-        f"crash: {total} messages, {len(handled_before)} handled before SIGKILL, "
+        f"crash ({backend.name}): {total} messages, {len(handled_before)} handled before SIGKILL, "
         f"{len(in_hand)} in hand, {len(again)} handled twice"
     )

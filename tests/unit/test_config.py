@@ -22,6 +22,7 @@ from queue_runtime.config import (
     InMemoryConfig,
     QueueConfig,
     Secret,
+    SqliteConfig,
     TimeoutConfig,
     config_reference,
     load_config,
@@ -720,6 +721,7 @@ def test_a_secret_field_of_the_wrong_type_is_not_echoed(tmp_path: Path) -> None:
 
 SECTIONS: dict[str, type[Any]] = {
     "memory": InMemoryConfig,
+    "sqlite": SqliteConfig,
     "aws": AwsSqsConfig,
     "azure": AzureServiceBusConfig,
     "retry": RetryPolicy,
@@ -798,3 +800,67 @@ def test_random_env_values_for_numeric_fields_load_or_raise_configuration_error(
         # Usually the field itself; a cross-field rule may name its partner in the section.
         assert error.field is not None
         assert error.field.split(".")[0] == path.split(".")[0]
+
+
+# -- sqlite ---------------------------------------------------------------------
+
+
+def test_sqlite_is_selected_and_configured_from_the_environment() -> None:
+    env = {
+        "QUEUE_PROVIDER": "sqlite",
+        "QUEUE_RUNTIME_SQLITE_PATH": "/var/lib/bot/q.db",
+        "QUEUE_RUNTIME_SQLITE_LOCK_DURATION": "12.5",
+        "QUEUE_RUNTIME_SQLITE_CREATE_QUEUES": "false",
+        "QUEUE_RUNTIME_SQLITE_SYNCHRONOUS": "NORMAL",
+        "QUEUE_RUNTIME_SQLITE_SESSION_MODE": "native",
+    }
+
+    provider = load_config(env=env).provider
+
+    assert isinstance(provider, SqliteConfig)
+    assert (provider.path, provider.lock_duration, provider.create_queues) == (
+        "/var/lib/bot/q.db",
+        12.5,
+        False,
+    )
+    assert (provider.synchronous, provider.session_mode) == ("normal", "native")
+
+
+def test_sqlite_is_configured_from_a_toml_table(tmp_path: Path) -> None:
+    path = tmp_path / "queue.toml"
+    path.write_text('provider = "sqlite"\n[sqlite]\npath = "q.db"\nmax_delivery_count = 9\n')
+
+    provider = load_config(path, env={}).provider
+
+    assert isinstance(provider, SqliteConfig)
+    assert (provider.path, provider.max_delivery_count) == ("q.db", 9)
+
+
+def test_sqlite_defaults_keep_the_file_in_the_working_directory() -> None:
+    config = SqliteConfig()
+
+    assert config.path == ".queue-runtime/queues.db"
+    assert (config.synchronous, config.create_queues, config.session_mode) == (
+        "full",
+        True,
+        "emulated",
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"path": ""}, "sqlite.path"),
+        ({"path": ":memory:"}, "sqlite.path"),
+        ({"synchronous": "off"}, "sqlite.synchronous"),
+        ({"busy_timeout": -1.0}, "sqlite.busy_timeout"),
+        ({"poll_interval": 0.0}, "sqlite.poll_interval"),
+        ({"lock_duration": 0.0}, "sqlite.lock_duration"),
+        ({"create_queues": "yes"}, "sqlite.create_queues"),
+    ],
+)
+def test_invalid_sqlite_settings_name_their_field(settings: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        SqliteConfig(**settings)
+
+    assert info.value.field == field
