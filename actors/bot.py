@@ -96,9 +96,12 @@ class Bot:
     * ``mailbox_size`` — messages a native session pump fetches at a time.
     * ``max_in_flight`` — received but unsettled messages; pulling pauses above it.
     * ``drain_timeout`` — how long ``stop()`` lets running handlers finish.
-    * ``max_delivery_count`` — a message failing on this delivery is dead-lettered.
-    * ``retry`` — in-place retries of a failing handler before abandoning (default: the
-      spec's policy, 3 attempts in all, 1 s then 2 s apart with ±20 % jitter).
+    * ``max_delivery_count`` — failed handlings after which a message is
+      dead-lettered; each is handled again in place, so a poison message spends
+      one delivery of the queue's own limit (keep that limit higher).
+    * ``retry`` — the attempts of one handling, in place (default: the spec's
+      policy, 3 attempts in all, 1 s then 2 s apart with ±20 % jitter); the next
+      handling follows one back-off step later.
     * ``event_type_attribute`` / ``router`` — how the event type is found.
     * ``unrouted`` — ``"dead_letter"`` (reason ``NoHandler``) or ``"complete"``.
     * ``permanent_errors`` — exception types dead-lettered at once, like
@@ -184,6 +187,9 @@ class Bot:
         """Waits for an actor's stop request and stops the bot; owned and awaited here."""
         self._watchdog: asyncio.Task[None] | None = None
         """Restarts a stalled receiver; owned here, cancelled and awaited on stop."""
+        self._retiring: set[asyncio.Task[None]] = set()
+        """Stops of receivers the watchdog replaced (a hung receive may hold them up);
+        owned here, awaited on stop."""
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
         self._health_port = health_port
         self._started_at = 0.0
@@ -270,6 +276,7 @@ class Bot:
         self._state = "stopping"
         context = self._context
         assert context is not None
+        context.stop_by = asyncio.get_running_loop().time() + self.settings.drain_timeout
         context.draining = True
         context.circuits.wake()  # messages held for an open circuit are given back now
         try:
@@ -304,6 +311,8 @@ class Bot:
                 ref = self._refs.get(name)
                 if ref is not None:
                     await ref.stop()  # False (no error) if it had died already
+                if name == "receiver":
+                    await self._join_retiring()
             if self._renewer is not None:
                 await self._renewer.stop()
             if self._completions is not None:
@@ -326,14 +335,22 @@ class Bot:
             logger.exception("stopping the bot on request failed", extra=fields)
 
     async def _watch_receiver(self, context: BotContext) -> None:
-        """The stall watchdog: restart the receiver if its pull loop stopped going round."""
+        """The stall watchdog: replace the receiver if its pull loop stopped going round.
+
+        It never waits on the stalled receiver: a receiver too busy to answer
+        counts as stalled, and the replaced one stops in the background (a hung
+        receive finishes, or times out, and gives back what it took), so a
+        hanging provider call cannot hang the watchdog too.
+        """
         timeout = self.settings.stall_timeout
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(min(timeout / 4, 5.0))
             receiver = self._refs["receiver"]
             try:
-                stalled_for: float = await receiver.proxy().stalled_for()
-            except ActorDeadError:
+                async with asyncio.timeout(timeout):
+                    stalled_for: float = await receiver.proxy().stalled_for()
+            except (ActorDeadError, TimeoutError):
                 stalled_for = float("inf")
             if stalled_for < timeout or context.draining:
                 continue
@@ -343,11 +360,33 @@ class Bot:
                 extra=log_fields("receive", self.settings.queue),
             )
             context.stats.receiver_restarts += 1
-            with contextlib.suppress(Exception):
-                await receiver.stop()
             self._refs["receiver"] = ReceiverActor.start(
                 context, self._refs["sessions"], self._refs["handlers"], self._renewer
             )
+            retiring = loop.create_task(self._retire(receiver), name="retiring receiver")
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, receiver: AsyncioActorRef[ReceiverActor]) -> None:
+        with contextlib.suppress(Exception):
+            await receiver.stop()
+
+    async def _join_retiring(self) -> None:
+        """Wait (at most ``drain_timeout``) for replaced receivers to stop; then give up on
+        them: a call that ignores cancellation cannot be ended from here."""
+        retiring = set(self._retiring)
+        if not retiring:
+            return
+        _, late = await asyncio.wait(retiring, timeout=self.settings.drain_timeout)
+        if late:
+            logger.warning(
+                "%d replaced receiver(s) still stuck in a provider call at stop",
+                len(late),
+                extra=log_fields("stop", self.settings.queue),
+            )
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def _join_watcher(self) -> None:
         """Cancel the watcher if it is still waiting, and await it (unless we are it)."""
@@ -503,7 +542,7 @@ class Bot:
     async def _drain(self, context: BotContext) -> None:
         """Wait for in-flight messages to be settled, up to ``drain_timeout``; then interrupt."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.drain_timeout
+        deadline = loop.time() + context.patience()  # what is left of drain_timeout
         while context.stats.in_flight > 0 and loop.time() < deadline:
             await context.wait_for_room(min(0.05, max(0.0, deadline - loop.time())))
         if context.stats.in_flight > 0:

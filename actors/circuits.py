@@ -63,7 +63,6 @@ class HandlerCircuit:
     def __init__(self, name: str, config: CircuitBreakerConfig) -> None:
         self.name = name
         self.breaker = CircuitBreaker(config, LoopClock())
-        self._probes = 0
         self._failing: set[str] = set()
         """Messages that failed since the last success (each counts once)."""
         self._changed = asyncio.Event()
@@ -90,13 +89,10 @@ class HandlerCircuit:
             while True:
                 if give_up():
                     return None
-                state = breaker.state
-                if state is CircuitState.CLOSED:
-                    return False
-                if state is CircuitState.HALF_OPEN:
-                    if self._probes < breaker.config.success_threshold:
-                        self._probes += 1
-                        return True
+                admitted = breaker.try_admit()  # half-open: at most success_threshold probes
+                if admitted is not None:
+                    return admitted
+                if breaker.state is CircuitState.HALF_OPEN:
                     wait = RECHECK
                 else:
                     wait = min(RECHECK, max(breaker.open_for(), 0.001))
@@ -109,8 +105,7 @@ class HandlerCircuit:
         """Record a successful call (``probe`` as returned by :meth:`admit`)."""
         if not (probe or self._failing) and self.breaker.state is CircuitState.CLOSED:
             return  # closed and nothing failed since the last success: nothing to record
-        if probe:
-            self._probes -= 1
+        self.breaker.release(probe)
         self._failing.clear()
         self.breaker.record_success()
         self._changed.set()
@@ -119,7 +114,7 @@ class HandlerCircuit:
         """Record a failed call for ``message_id``; True if it is charged to the message."""
         breaker = self.breaker
         if probe:
-            self._probes -= 1
+            breaker.release(probe)
             breaker.record_failure()  # a failed probe opens the circuit again
             self._changed.set()
             return True
@@ -139,7 +134,7 @@ class HandlerCircuit:
     def released(self, probe: bool) -> None:
         """A probe ended without a verdict (cancelled, handler died): free its slot."""
         if probe:
-            self._probes -= 1
+            self.breaker.release(probe)
             self._changed.set()
 
 

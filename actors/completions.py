@@ -10,8 +10,8 @@ batch; when idle, a completion costs what it did alone.
 
 Each caller still learns its own message's fate: ``complete`` raises the
 error of that receipt (``InvalidReceiptError`` for a lost lock), exactly like
-``QueueClient.complete_message``. A batch's ``complete`` span is a child of
-its first message's processing span.
+``QueueClient.complete_message``, and its own ``complete`` span, a child of
+its caller's processing span, whatever other messages shared the request.
 
 Example:
     >>> import asyncio
@@ -32,19 +32,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from contextvars import Context
 
 from opentelemetry import context as otel_context
-from opentelemetry.context import Context
+from opentelemetry.context import Context as OtelContext
 
 from queue_runtime.client import QueueClient
 from queue_runtime.errors import QueueError
 from queue_runtime.messages import ReceiptHandle
 from queue_runtime.provider import SupportsCompleteMany
-from queue_runtime.telemetry import activate
 
 __all__ = ["MAX_REQUESTS", "Completions"]
 
-Waiting = tuple[ReceiptHandle, "asyncio.Future[QueueError | None]", Context]
+Waiting = tuple[ReceiptHandle, "asyncio.Future[QueueError | None]", OtelContext]
 """A receipt, its caller's answer, and its caller's trace context."""
 
 MAX_REQUESTS = 4
@@ -76,7 +76,8 @@ class Completions:
         self._waiting.append((receipt, answer, otel_context.get_current()))
         if not self._gathering and len(self._senders) < MAX_REQUESTS:
             self._gathering = True
-            sender = loop.create_task(self._send(), name="completions")
+            # in a context of its own: the request is no one caller's (nor in its trace)
+            sender = loop.create_task(self._send(), name="completions", context=Context())
             self._senders.add(sender)
             sender.add_done_callback(self._senders.discard)
         error = await answer
@@ -92,10 +93,10 @@ class Completions:
         while waiting:
             batch = [waiting.popleft() for _ in range(min(self._batch_size, len(waiting)))]
             self.requests += 1
-            try:
-                # the batch's span goes under the first message's processing span
-                with activate(batch[0][2]):
-                    results = await self._client.complete_messages([item[0] for item in batch])
+            try:  # each message's span goes under its own processing span
+                results = await self._client.complete_messages(
+                    [item[0] for item in batch], contexts=[item[2] for item in batch]
+                )
             except QueueError as error:  # nothing was tried (a closed client, say)
                 results = [error] * len(batch)
             except asyncio.CancelledError:

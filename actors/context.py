@@ -111,10 +111,19 @@ class BotContext:
         """One circuit breaker per handler class (see :mod:`queue_runtime.actors.circuits`)."""
         self.draining = False
         """Set when the bot stops: no new work starts, prefetched messages are abandoned."""
+        self.stop_by: float | None = None
+        """Event-loop time by which a stopping bot must be done (start + ``drain_timeout``)."""
         self._room = asyncio.Event()
         self.stop_requested = asyncio.Event()
         """Set by an actor that wants the bot stopped; the bot's own task does the stopping."""
         self.stop_reason: str | None = None
+
+    def patience(self) -> float:
+        """Seconds a stopping part may still wait for something in flight: what is left
+        until :attr:`stop_by`, or ``drain_timeout`` when the bot is not stopping."""
+        if self.stop_by is None:
+            return self.settings.drain_timeout
+        return max(0.0, self.stop_by - asyncio.get_running_loop().time())
 
     def request_stop(self, reason: str) -> None:
         """Ask the bot to stop gracefully (it stops in a task it owns; this returns at once)."""

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 from collections import OrderedDict, deque
@@ -37,6 +38,7 @@ from opentelemetry.context import Context
 from queue_runtime import dlq
 from queue_runtime.actors.context import BotContext
 from queue_runtime.actors.runtime import AsyncioActor
+from queue_runtime.actors.settling import settle_in_rounds
 from queue_runtime.errors import QueueError
 from queue_runtime.messages import ReceivedMessage
 from queue_runtime.telemetry import activate, log_fields
@@ -88,6 +90,8 @@ class FailureHistory:
     )
     first_at: float | None = None
     last_error: BaseException | None = None
+    handlings: int = 0
+    """Handlings that failed: each one all of the retry policy's attempts, in place."""
 
     def add(self, at: float, error: BaseException, delivery: int | None = None) -> None:
         """Record a failed attempt at ``at`` (Unix seconds), on delivery ``delivery``."""
@@ -130,6 +134,10 @@ class FailureHistories:
         else:
             self._histories.move_to_end(message_id)
         return history
+
+    def get(self, message_id: str) -> FailureHistory | None:
+        """The history of ``message_id`` if one is kept (nothing is made)."""
+        return self._histories.get(message_id)
 
     def forget(self, message_id: str) -> None:
         self._histories.pop(message_id, None)
@@ -214,10 +222,16 @@ class DeadLetterActor(AsyncioActor):
         """Move ``message`` to the DLQ (with ``properties``, its failure record);
         False if the lock was already lost (it comes back). ``trace_context``: the
         processing span the dead-letter span belongs under."""
+        client = self._context.client
+        retry = self._context.settings.retry
         try:
             with activate(trace_context):
-                await self._context.client.dead_letter_message(
-                    message.receipt, reason, description, properties
+                await settle_in_rounds(
+                    lambda: client.dead_letter_message(
+                        message.receipt, reason, description, properties
+                    ),
+                    "dead_letter",
+                    pause=lambda round: asyncio.sleep(retry.delay(round)),
                 )
         except QueueError as error:
             logger.warning(

@@ -62,20 +62,36 @@ T = TypeVar("T")
 
 
 async def _finish_when_cancelled(
-    call: Coroutine[Any, Any, T], give_back: Callable[[T], Awaitable[None]]
+    call: Coroutine[Any, Any, T],
+    give_back: Callable[[T], Awaitable[None]],
+    patience: Callable[[], float],
 ) -> T:
     """Await ``call``; if cancelled meanwhile, let it finish and ``give_back`` its result.
 
     Stopping must not throw away a receive the provider already answered: on
     SQS the messages are invisible by then, and would wait out their
-    visibility timeout. The call is bounded by its own timeout.
+    visibility timeout. But a call that hangs (its own timeout and retries can
+    add up to half a minute) is waited for only ``patience()`` seconds, so
+    that the bot still stops within its ``drain_timeout``; then it is
+    cancelled, and whatever it took comes back when its lock expires.
     """
     task = asyncio.ensure_future(call)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await give_back(await task)
+        waited = patience()
+        done, _ = await asyncio.wait({task}, timeout=waited)
+        if not done:
+            logger.warning(
+                "gave up after %.1f s on a receive still in flight at stop; what it took "
+                "comes back when its lock expires",
+                waited,
+            )
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        elif not task.cancelled() and task.exception() is None:
+            with contextlib.suppress(Exception):
+                await give_back(task.result())
         raise
 
 
@@ -155,6 +171,7 @@ class ReceiverActor(AsyncioActor):
                         settings.queue, min(room, batch_size), timeout=settings.receive_wait
                     ),
                     self._give_back,
+                    context.patience,
                 )
             except Exception as error:  # a bug in a provider must not stop the bot pulling
                 failures += 1
@@ -190,6 +207,7 @@ class ReceiverActor(AsyncioActor):
                             settings.queue, timeout=settings.receive_wait
                         ),
                         self._give_back_session,
+                        context.patience,
                     )
                 except SessionsNotSupportedError:
                     # the provider learnt that this queue has no sessions: pull plainly

@@ -2,11 +2,13 @@
 
 A :class:`SessionActor` receives batches of its session's messages
 (:class:`Deliver`) and, for each: works out the event type, asks the handler,
-and settles the receipt — complete on success; on failure retry in place
-with the bot's retry policy (later messages wait, so order holds), then
-abandon for redelivery, or dead-letter on a permanent failure or on the
-``max_delivery_count``-th delivery. When it abandons a message it also
-abandons the rest of the batch, so the session comes back in order.
+and settles the receipt — complete on success; on failure retry in place with
+the bot's retry policy (later messages wait, so order holds), and after a
+failed handling handle it again, still in place, until it has failed
+``max_delivery_count`` handlings (then dead-letter it) — at once on a
+permanent failure. A message leaves the actor's hands unsettled only if its
+lock is lost or the bot stops: then the rest of its session's batch is given
+back too, so the session comes back in order.
 
 The :class:`SessionSupervisor` creates session actors on demand, routes
 batches to them, and stops the ones idle for ``session_idle_timeout``.
@@ -56,6 +58,7 @@ from queue_runtime.actors.runtime import (
     kill,
     stop_all,
 )
+from queue_runtime.actors.settling import settle_in_rounds
 from queue_runtime.crypto import UndecryptableMessage
 from queue_runtime.errors import (
     BatchTooLargeError,
@@ -88,11 +91,15 @@ about the deployment, not the message: they are retried and count for the circui
 _NOTHING: set[str] = cast(set[str], frozenset())  # shared, never added to: outside batches
 
 
+UNORDERED = "unordered/"
+"""Key prefix of the lanes of messages without session id (no order to keep)."""
+
+
 def unordered_key(position: int, lanes: int) -> str:
     """The lane of the ``position``-th message without session id: lanes take turns, so a
     receive's batch spreads over distinct lanes and no message waits behind another's
     settle (hashing message ids put two of ten in one lane most of the time)."""
-    return f"unordered/{position % lanes}"
+    return f"{UNORDERED}{position % lanes}"
 
 
 class Outcome(enum.Enum):
@@ -185,6 +192,8 @@ class SessionActor(AsyncioActor):
         Returns True if every message was completed or dead-lettered.
         """
         self._settled = set()
+        ordered = not self.key.startswith(UNORDERED)
+        clean = True
         try:
             for index, message in enumerate(messages):
                 if self._context.draining:
@@ -193,15 +202,17 @@ class SessionActor(AsyncioActor):
                 else:
                     outcome = await self._process_guarded(message)
                 if outcome not in (Outcome.COMPLETED, Outcome.DEAD_LETTERED):
-                    # later messages must not overtake the one that comes back
-                    await self._abandon_all(messages[index + 1 :])
-                    return False
+                    clean = False
+                    if ordered:
+                        # later messages must not overtake the one that comes back
+                        await self._abandon_all(messages[index + 1 :])
+                        return False
         except asyncio.CancelledError:
             # interrupted (drain timeout): give back this batch and everything queued
             leftovers = [m for m in messages if m.receipt.token not in self._settled]
             await asyncio.shield(self._give_back(leftovers + self._take_queued()))
             raise
-        return True
+        return clean
 
     async def _give_back(self, messages: list[ReceivedMessage]) -> None:
         """Abandon after an interruption: the unsettled ones, and once more (quietly) any
@@ -261,9 +272,16 @@ class SessionActor(AsyncioActor):
             )
         retry = settings.retry
         histories = self._parts.histories
-        history: FailureHistory | None = None  # made on the first failure only
+        history = histories.get(message.message_id)  # made on the first failure only
+        if history is not None and history.handlings >= settings.max_delivery_count:
+            # it failed often enough before, and came back: its dead-lettering did not go through
+            handler_name = (await self._handler(event_type)).actor_class.__name__
+            error = history.last_error or RuntimeError("failed before")
+            return await self._dead_letter_error(
+                message, error, 0, handler=handler_name, history=history
+            )
         attempt = 1  # handler calls in this delivery
-        charged = 0  # failures charged to the message (not to an open circuit)
+        charged = 0  # failures of this handling charged to the message (not to an open circuit)
         while True:
             handler = await self._handler(event_type)
             handler_name = handler.actor_class.__name__
@@ -292,7 +310,6 @@ class SessionActor(AsyncioActor):
                 if processing is not None:
                     processing.fail(error)
                 if self._is_permanent(error):
-                    histories.forget(message.message_id)
                     return await self._dead_letter_error(
                         message, error, attempt, handler=handler_name, history=history
                     )
@@ -303,15 +320,25 @@ class SessionActor(AsyncioActor):
                     # next admit() holds it (lock kept alive) until the circuit lets it try
                     continue
                 charged += 1
-                if charged < retry.attempts and not context.draining:
-                    context.stats.retried += 1
-                    context.client.telemetry.count_retry("process", settings.queue, error)
-                    await asyncio.sleep(retry.delay(charged))
-                    if not context.draining:
-                        continue
-                return await self._give_up(
-                    message, error, attempts=attempt - 1, history=history, handler=handler_name
-                )
+                if charged >= retry.attempts:  # this handling failed: handle it again, in place
+                    history.handlings += 1
+                    charged = 0
+                    if history.handlings >= settings.max_delivery_count:
+                        return await self._dead_letter_error(
+                            message, error, attempt - 1, handler=handler_name, history=history
+                        )
+                    logger.info(
+                        "handler failed (%s), handling it again in place",
+                        error_type(error),
+                        extra=log_fields("process", None, message),
+                    )
+                if context.draining:  # stopping: it comes back later, its failures remembered
+                    return await self._abandon(message)
+                context.stats.retried += 1
+                context.client.telemetry.count_retry("process", settings.queue, error)
+                await asyncio.sleep(retry.delay(charged or retry.attempts))
+                if context.draining:
+                    return await self._abandon(message)
             else:
                 verdict = True
                 circuit.succeeded(probe)
@@ -332,7 +359,6 @@ class SessionActor(AsyncioActor):
     ) -> Outcome:
         """After the in-place retries: dead-letter on the last allowed delivery, else abandon."""
         if message.delivery_count >= self._context.settings.max_delivery_count:
-            self._parts.histories.forget(message.message_id)
             return await self._dead_letter_error(
                 message, error, attempts, handler=handler, history=history
             )
@@ -391,13 +417,13 @@ class SessionActor(AsyncioActor):
         complete = (
             self._context.client.complete_message if completions is None else completions.complete
         )
-        outcome = await self._settle(message, complete)
+        outcome = await self._settle(message, complete, "complete")
         if outcome is Outcome.COMPLETED:
             self._context.stats.completed += 1
         return outcome
 
     async def _abandon(self, message: ReceivedMessage) -> Outcome:
-        outcome = await self._settle(message, self._context.client.abandon_message)
+        outcome = await self._settle(message, self._context.client.abandon_message, "abandon")
         if outcome is Outcome.COMPLETED:
             self._context.stats.abandoned += 1
             return Outcome.ABANDONED
@@ -474,16 +500,17 @@ class SessionActor(AsyncioActor):
         finally:
             self._context.settled()
         if moved:
+            self._parts.histories.forget(message.message_id)
             self._context.stats.dead_lettered += 1
             return Outcome.DEAD_LETTERED
         self._context.stats.settle_failures += 1
         return Outcome.LOST
 
-    async def _settle(self, message: ReceivedMessage, settle: Any) -> Outcome:
+    async def _settle(self, message: ReceivedMessage, settle: Any, operation: str) -> Outcome:
         self._settled.add(message.receipt.token)
         self._parts.renewer.release(message.receipt)
         try:
-            await settle(message.receipt)
+            await self._settle_rounds(message, settle, operation)
         except asyncio.CancelledError:
             self._interrupted = (*self._interrupted, message)  # did it take effect? unknown
             raise
@@ -506,6 +533,25 @@ class SessionActor(AsyncioActor):
             self._context.settled()
         return Outcome.COMPLETED
 
+    async def _settle_rounds(self, message: ReceivedMessage, settle: Any, operation: str) -> None:
+        """``settle`` in rounds (see :mod:`.settling`), the lock kept alive between them."""
+        renewer = self._parts.renewer
+        retry = self._context.settings.retry
+
+        async def pause(round: int) -> None:
+            renewer.hold([message])
+            try:
+                await asyncio.sleep(retry.delay(round))
+            finally:
+                renewer.release(message.receipt)
+
+        await settle_in_rounds(
+            lambda: settle(message.receipt),
+            operation,
+            pause=pause,
+            stopping=lambda: self._context.draining,
+        )
+
 
 class SessionSupervisor(AsyncioActor):
     """Creates, routes to, and retires session actors."""
@@ -515,9 +561,9 @@ class SessionSupervisor(AsyncioActor):
         self._parts = parts
         self._sessions: dict[str, AsyncioActorRef[SessionActor]] = {}
         self._pins: dict[str, int] = {}
+        """Keys whose lifetime native session pumps manage (never swept): how many pumps."""
         self._unordered = 0
         """Messages without session id routed so far (the next one's lane)."""
-        """Keys whose lifetime native session pumps manage (never swept): how many pumps."""
         self._sweeper: asyncio.Task[None] | None = None
 
     def on_start(self) -> None:

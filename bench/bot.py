@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import queue_runtime as qr
@@ -51,15 +51,21 @@ async def _filled_client(
 
 
 async def _bot_run(
-    client: qr.QueueClient | None = None, total: int = SESSIONS * PER_SESSION
+    client: qr.QueueClient | None = None,
+    total: int = SESSIONS * PER_SESSION,
+    *,
+    finish: Callable[[], Awaitable[None]] | None = None,
 ) -> float:
     """Messages per second for the bot to handle ``total`` messages of ``client``'s queue
-    (default: a fresh queue with this benchmark's messages)."""
+    (default: a fresh queue with this benchmark's messages); ``finish``, if given, is
+    awaited before the clock stops (work the run left behind, such as exporting spans)."""
     client = client or await _filled_client()
     started = time.perf_counter()
     async with Bot(client, QUEUE, [NoOp], max_in_flight=2_000, receive_wait=0.05) as bot:
         while bot.stats().completed < total:  # noqa: ASYNC110 - polling is the measurement
             await asyncio.sleep(0.001)
+        if finish is not None:
+            await finish()
         elapsed = time.perf_counter() - started
     await client.aclose()
     return total / elapsed

@@ -4,11 +4,13 @@ Runs the bot over 1,000 sessions x 20 messages with a no-op handler (the same
 client, queue and settings as ``bench.bot``) ``RUNS`` times under pyinstrument,
 sampling the event loop's thread every millisecond; filling the queue is not
 profiled. ``python -m bench.profile overhead`` profiles the 32-session scenario
-of ``bench.overhead`` (10 ms handler) instead, ``... sqs`` the bot of
-``bench.sqs_bot`` on a moto server (much of its wall time is waiting for moto).
-Prints the top functions by own time (samples where the function itself was
-running) and by cumulative time (samples where it was anywhere on the stack),
-and own time per module. The full call tree goes to
+of ``bench.overhead`` (10 ms handler) instead; ``telemetry`` and ``metrics`` the
+bot of ``bench.telemetry`` with an OpenTelemetry SDK (traces with a batch span
+processor and metrics, or metrics only); ``sqs`` the bot of ``bench.sqs_bot`` on
+a moto server (much of its wall time is waiting for moto). Prints the top
+functions by own time (samples where the function itself was running) and by
+cumulative time (samples where it was anywhere on the stack), and own time per
+module. The full call tree goes to
 ``queue-runtime-profile-<scenario>.html`` in the temporary directory (it is
 large, and bench/results/ keeps only JSON).
 
@@ -19,8 +21,8 @@ pyinstrument is not a project dependency: ``.venv/bin/pip install pyinstrument``
 Without it the same scenario runs under cProfile (which costs far more per call,
 so its proportions lean towards small, often-called functions).
 
-Run: ``.venv/bin/python -m bench.profile [bot|overhead|sqs]`` (not part of ``python -m bench``: it
-measures nothing against a baseline).
+Run: ``.venv/bin/python -m bench.profile [bot|overhead|telemetry|metrics|sqs]`` (not
+part of ``python -m bench``: it measures nothing against a baseline).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import queue_runtime as qr
-from bench import bot, overhead, sqs_bot, sqs_raw
+from bench import bot, overhead, sqs_bot, sqs_raw, telemetry
 from queue_runtime.actors import Bot
 
 RUNS = 3
@@ -65,6 +67,37 @@ async def _bot_throughput(client: qr.QueueClient) -> float:
         elapsed = time.perf_counter() - started
     await client.aclose()
     return elapsed
+
+
+def _telemetry(setup: Callable[[], telemetry.Sdk]) -> Scenario:
+    """The bot over bench.telemetry's queue, with that SDK set-up (a new one per run)."""
+    sdks: list[telemetry.Sdk] = []
+
+    async def fill() -> qr.QueueClient:
+        sdks.append(setup())
+        return await bot._filled_client(telemetry._messages(), **sdks[-1].options)
+
+    async def process(client: qr.QueueClient) -> float:
+        sdk = sdks.pop()
+        started = time.perf_counter()
+        total = telemetry.SESSIONS * telemetry.PER_SESSION
+        await bot._bot_run(client, total, finish=lambda: _flush(sdk))
+        elapsed = time.perf_counter() - started
+        sdk.close()
+        return elapsed
+
+    what = "traces (batch processor) + metrics" if setup is telemetry._tracing else "metrics"
+    return Scenario(
+        f"bot throughput with an SDK: {what} "
+        f"({telemetry.SESSIONS} sessions x {telemetry.PER_SESSION}, no-op handler)",
+        telemetry.SESSIONS * telemetry.PER_SESSION,
+        fill,
+        process,
+    )
+
+
+async def _flush(sdk: telemetry.Sdk) -> None:
+    await asyncio.to_thread(sdk.flush)
 
 
 async def _overhead(client: qr.QueueClient) -> float:
@@ -135,6 +168,8 @@ SCENARIOS = {
         _overhead_queue,
         _overhead,
     ),
+    "telemetry": _telemetry(telemetry._tracing),
+    "metrics": _telemetry(telemetry._metrics),
     "sqs": Scenario(
         f"SQS bot on moto (FIFO, {sqs_bot.GROUPS} groups x {sqs_bot.MESSAGES // sqs_bot.GROUPS})",
         sqs_bot.MESSAGES,

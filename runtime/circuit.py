@@ -4,7 +4,14 @@ Closed → (``failure_threshold`` consecutive failures) → open → (after
 ``recovery_timeout``) → half-open → (``success_threshold`` successes) → closed.
 Any failure while half-open opens the circuit again. While open, calls fail
 fast with :class:`~queue_runtime.errors.CircuitOpenError` carrying
-``retry_after`` (seconds until the next probe is allowed).
+``retry_after`` (seconds until the next probe is allowed). While half-open, at
+most ``success_threshold`` trial calls run at once; a call beyond them fails
+fast too (``retry_after`` unset: a slot frees when a trial ends), so a
+recovering dependency is probed, not flooded.
+
+A caller asks :meth:`CircuitBreaker.admit` before each call and hands what
+it returned to :meth:`CircuitBreaker.release` when the call is over, whatever
+its outcome.
 
 Only failures that say something about the dependency's health count:
 transient errors. A permanent error (bad input, missing queue) is the
@@ -13,11 +20,17 @@ caller's problem and leaves the breaker alone.
 Example:
     >>> from queue_runtime.circuit import CircuitBreaker, CircuitBreakerConfig
     >>> from queue_runtime.clock import ManualClock
-    >>> breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=2), ManualClock())
+    >>> clock = ManualClock()
+    >>> breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=2), clock)
     >>> breaker.record_failure(), breaker.record_failure()  # the second one opens it
     (False, True)
     >>> breaker.state
     <CircuitState.OPEN: 'open'>
+    >>> clock.advance(30.0)
+    >>> [breaker.admit(), breaker.admit(), breaker.admit()]  # half-open: 3 trials at once
+    [True, True, True]
+    >>> breaker.try_admit() is None  # a fourth must wait (admit() raises CircuitOpenError)
+    True
 """
 
 from __future__ import annotations
@@ -78,6 +91,8 @@ class CircuitBreaker:
         self._failures = 0
         self._successes = 0
         self._opened_at = 0.0
+        self._trials = 0
+        """Half-open trial calls admitted and not yet released."""
 
     @property
     def state(self) -> CircuitState:
@@ -96,16 +111,49 @@ class CircuitBreaker:
             return 0.0
         return max(0.0, self.config.recovery_timeout - (self._clock.now() - self._opened_at))
 
-    def check(self, *, operation: str | None = None, queue: str | None = None) -> None:
-        """Raise :class:`CircuitOpenError` if calls must not be made now."""
-        if not self.config.enabled or self.state is not CircuitState.OPEN:
-            return
+    def try_admit(self) -> bool | None:
+        """Admit one call if the state allows it now: False for a plain call (closed),
+        True for a half-open trial, None when it must not be made (open, or half-open
+        with ``success_threshold`` trials in flight). Pass a bool to :meth:`release`."""
+        if not self.config.enabled:
+            return False
+        state = self.state
+        if state is CircuitState.CLOSED:
+            return False
+        if state is CircuitState.HALF_OPEN and self._trials < self.config.success_threshold:
+            self._trials += 1
+            return True
+        return None
+
+    def admit(self, *, operation: str | None = None, queue: str | None = None) -> bool:
+        """:meth:`try_admit`, raising :class:`CircuitOpenError` for a call that must not
+        be made; True if the call is a half-open trial."""
+        admitted = self.try_admit()
+        if admitted is not None:
+            return admitted
+        if self.state is CircuitState.HALF_OPEN:
+            raise CircuitOpenError(
+                f"circuit breaker is half-open and its {self.config.success_threshold} "
+                "trial calls are in flight",
+                operation=operation,
+                queue=queue,
+            )
         raise CircuitOpenError(
             "circuit breaker is open after repeated failures",
             operation=operation,
             queue=queue,
             retry_after=self.open_for(),
         )
+
+    def release(self, trial: bool) -> None:
+        """A call :meth:`admit` let through is over (after its outcome was recorded)."""
+        if trial:
+            self._trials -= 1
+
+    @property
+    def trials(self) -> int:
+        """Half-open trial calls in flight now."""
+        return self._trials
 
     def record_success(self) -> bool:
         """Count a success; True if it closed the circuit (the last half-open probe)."""

@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, Generic, Self, TypeVar
 
 from queue_runtime.circuit import CircuitBreaker
 from queue_runtime.clock import Clock, SystemClock
@@ -51,9 +51,11 @@ from queue_runtime.config import ProviderConfig, QueueConfig, load_config
 from queue_runtime.crypto import EnvKeyProvider, KeyProvider, MessageCrypto, UndecryptableMessage
 from queue_runtime.errors import (
     ConfigurationError,
+    InvalidReceiptError,
     MessageTooLargeError,
     OperationTimeoutError,
     QueueError,
+    SessionLockedError,
     SessionsNotSupportedError,
     ValidationError,
 )
@@ -75,9 +77,10 @@ from queue_runtime.provider import (
     create_provider,
 )
 from queue_runtime.retry import RetryPolicy
-from queue_runtime.telemetry import Telemetry, error_type, log_fields
+from queue_runtime.telemetry import Telemetry, activate, error_type, log_fields
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
@@ -94,6 +97,9 @@ REQUEUE_COUNT_ATTRIBUTE = "queue_runtime.requeue_count"
 """Attribute a requeued dead letter carries: how often it was requeued."""
 
 DEFAULT_RECEIVE_BATCH = 10
+
+SESSION_LOCKED_RETRY = 0.5
+"""Seconds between tries of a named session another consumer holds (within the timeout)."""
 
 
 async def create_client(
@@ -312,14 +318,24 @@ class QueueClient:
             "complete", receipt, lambda: self._provider.complete(receipt), "completed a message"
         )
 
-    async def complete_messages(self, receipts: Sequence[ReceiptHandle]) -> list[QueueError | None]:
+    async def complete_messages(
+        self,
+        receipts: Sequence[ReceiptHandle],
+        *,
+        contexts: Sequence[Context | None] | None = None,
+    ) -> list[QueueError | None]:
         """Complete several messages of one queue in as few requests as the provider allows.
 
         Returns one entry per receipt: ``None`` if it was completed, else the
         error that kept it (``InvalidReceiptError`` if its lock was lost). A
         receipt whose batch entry failed transiently is retried on its own, with
-        the client's retry policy. Providers without batch completion (memory,
-        Azure) complete the messages one by one, side by side.
+        the client's retry policy. Providers without batch completion (Azure)
+        complete the messages one by one, side by side.
+
+        Each message gets its own ``complete`` span, a child of
+        ``contexts[i]`` for ``receipts[i]`` (OpenTelemetry contexts; default:
+        the current context): code that gathers the completions of many
+        messages into one call passes each message's processing context.
 
         Example:
             >>> import asyncio
@@ -337,29 +353,53 @@ class QueueClient:
         queue = receipts[0].queue
         if any(receipt.queue != queue for receipt in receipts):
             raise ValidationError("receipts of one queue only", field="receipts")
+        if contexts is not None and len(contexts) != len(receipts):
+            raise ValidationError("one context per receipt", field="contexts")
         provider = self._provider
         if not isinstance(provider, SupportsCompleteMany):
-            return await self._complete_each(receipts)
-        with self.telemetry.settle("complete", queue, dead_letter=receipts[0].dead_letter):
-            results = list(
-                await self._call("complete", queue, lambda: provider.complete_many(receipts))
-            )
+            return await self._complete_each(receipts, contexts)
+        with self.telemetry.settle_each("complete", queue, receipts, contexts) as settling:
+            attempt = _Attempt(lambda: provider.complete_many(receipts))
+            results = list(await self._call("complete", queue, attempt))
+            if attempt.uncertain:  # an attempt whose answer was lost may have completed some
+                results = [None if _already("complete", error) else error for error in results]
+            retry = [i for i, error in enumerate(results) if error is not None and error.transient]
+            if retry:  # the rest of the batch is done: only these go again, each on its own
+                again = await asyncio.gather(
+                    *(self._complete_again(receipts[i]) for i in retry), return_exceptions=True
+                )
+                for position, outcome in zip(retry, again, strict=True):
+                    result = _settle_result(outcome)
+                    # a transient batch entry may have been deleted after all
+                    results[position] = None if _already("complete", result) else result
+            settling.ended(results)
         completed = results.count(None)
         if completed:  # one recording for the batch: an SDK's cost is per recording
             self.telemetry.count_settled("complete", receipts[0], count=completed)
-        retry = [i for i, error in enumerate(results) if error is not None and error.transient]
-        if retry:  # the rest of the batch is done: only these go again, each on its own
-            again = await self._complete_each([receipts[i] for i in retry])
-            for position, result in zip(retry, again, strict=True):
-                results[position] = result
+        if logger.isEnabledFor(logging.DEBUG):
+            for receipt, result in zip(receipts, results, strict=True):
+                if result is None:
+                    _log_settled("completed a message", "complete", receipt)
         return results
 
-    async def _complete_each(self, receipts: Sequence[ReceiptHandle]) -> list[QueueError | None]:
+    async def _complete_again(self, receipt: ReceiptHandle) -> None:
+        """Retry one entry of a batch completion (inside that message's span)."""
+        await self._call("complete", receipt.queue, lambda: self._provider.complete(receipt))
+
+    async def _complete_each(
+        self, receipts: Sequence[ReceiptHandle], contexts: Sequence[Context | None] | None
+    ) -> list[QueueError | None]:
         """Complete each message on its own, side by side; per receipt, None or its error."""
+        parents = contexts if contexts is not None else [None] * len(receipts)
         outcomes = await asyncio.gather(
-            *(self.complete_message(receipt) for receipt in receipts), return_exceptions=True
+            *(self._complete_in(r, parent) for r, parent in zip(receipts, parents, strict=True)),
+            return_exceptions=True,
         )
         return [_settle_result(outcome) for outcome in outcomes]
+
+    async def _complete_in(self, receipt: ReceiptHandle, context: Context | None) -> None:
+        with activate(context):  # the message's span goes under its own context
+            await self.complete_message(receipt)
 
     async def abandon_message(self, receipt: ReceiptHandle, delay: float | None = None) -> None:
         """Make the message visible again, at once or after ``delay`` seconds."""
@@ -412,7 +452,13 @@ class QueueClient:
     ) -> None:
         """One settle call with its span, counting and log line."""
         with self.telemetry.settle(operation, receipt.queue, dead_letter=receipt.dead_letter):
-            await self._call(operation, receipt.queue, call)
+            attempt = _Attempt(call)
+            try:
+                await self._call(operation, receipt.queue, attempt)
+            except InvalidReceiptError as error:
+                if not (attempt.uncertain and _already(operation, error)):
+                    raise
+                # an earlier attempt took effect and only its answer was lost
         self.telemetry.count_settled(operation, receipt, reason)
         _log_settled(logged, operation, receipt)
 
@@ -430,7 +476,27 @@ class QueueClient:
         """Lock the named session, or the next one with messages waiting.
 
         Returns ``None`` when no session became available within ``timeout``.
-        A named session held by someone else raises SessionLockedError.
+        A named session held by another consumer is tried again until
+        ``timeout`` (the holder may be about to close it); if it is still held
+        then, :class:`~queue_runtime.errors.SessionLockedError` is raised.
+        ``timeout=0`` asks once. Contention is not a provider failure: it
+        never counts against the circuit breaker.
+
+        Example:
+            >>> import asyncio
+            >>> import queue_runtime as qr
+            >>> async def main() -> str:
+            ...     async with await qr.create_client(qr.InMemoryConfig()) as client:
+            ...         holder = await client.accept_session("orders", "o/r/pull/1", timeout=0)
+            ...         try:
+            ...             await client.accept_session("orders", "o/r/pull/1", timeout=0.1)
+            ...         except qr.SessionLockedError:
+            ...             return f"locked; circuit {client.circuit.state.value}"
+            ...         finally:
+            ...             await holder.close()
+            ...         return "accepted twice"
+            >>> asyncio.run(main())
+            'locked; circuit closed'
         """
         name = QueueName(queue)
         wanted = None if session_id is None else SessionId(session_id)
@@ -442,12 +508,21 @@ class QueueClient:
                 "this queue has no sessions", operation="accept_session", queue=name
             )
         wait = self._receive_timeout(timeout)
-        receiver = await self._call(
-            "accept_session",
-            name,
-            lambda: provider.accept_session(name, wanted, wait),
-            timeout=wait,
-        )
+        deadline = self._clock.now() + wait
+        while True:
+            try:
+                receiver = await self._call(
+                    "accept_session",
+                    name,
+                    lambda: provider.accept_session(name, wanted, wait),
+                    timeout=wait,
+                )
+                break
+            except SessionLockedError:
+                left = deadline - self._clock.now()
+                if wanted is None or left <= 0:
+                    raise
+                await self._clock.sleep(min(SESSION_LOCKED_RETRY, left))
         return None if receiver is None else SessionClient(self, name, receiver)
 
     # -- dead-letter queue ------------------------------------------------------
@@ -620,11 +695,14 @@ class QueueClient:
         circuit = self.circuit
         attempt = 1
         while True:
-            circuit.check(operation=operation, queue=queue)
+            trial = circuit.admit(operation=operation, queue=queue)
             started = time.perf_counter()
             try:
-                async with asyncio.timeout(limit) as deadline:
-                    result = await call()
+                try:
+                    async with asyncio.timeout(limit) as deadline:
+                        result = await call()
+                finally:
+                    circuit.release(trial)  # its outcome is recorded below, in the same step
             except TimeoutError as exc:
                 if not deadline.expired():
                     telemetry.record_operation(operation, queue, time.perf_counter() - started, exc)
@@ -644,6 +722,8 @@ class QueueClient:
                     logger.info("provider circuit closed again", extra=log_fields(operation, queue))
                 return result
             telemetry.record_operation(operation, queue, time.perf_counter() - started, error)
+            if isinstance(error, SessionLockedError):
+                raise error  # contention, not a fault: not counted, and retried by accept_session
             if error.transient and circuit.record_failure():
                 logger.warning(
                     "provider circuit opened after repeated failures (%s)",
@@ -843,6 +923,29 @@ def _log_each(
     if logger.isEnabledFor(logging.DEBUG):
         for message in messages:
             logger.debug(text, extra=log_fields(operation, queue, message))
+
+
+class _Attempt(Generic[T]):
+    """A provider call that notes whether an attempt failed in a way that may have
+    taken effect (a transient error or a timeout: the answer may have been lost)."""
+
+    def __init__(self, call: Callable[[], Awaitable[T]]) -> None:
+        self._call = call
+        self.uncertain = False
+
+    async def __call__(self) -> T:
+        try:
+            return await self._call()
+        except BaseException as error:
+            if not isinstance(error, QueueError) or error.transient:
+                self.uncertain = True
+            raise
+
+
+def _already(operation: str, error: BaseException | None) -> bool:
+    """True if ``error`` is the provider's proof that ``operation`` was already done
+    with this receipt (by an attempt whose answer was lost)."""
+    return isinstance(error, InvalidReceiptError) and error.settled == operation
 
 
 def _settle_result(outcome: BaseException | None) -> QueueError | None:

@@ -1,16 +1,18 @@
 """Opt-in end-to-end message encryption (AES-256-GCM over the body only).
 
 Only the body is encrypted; message id, session id, correlation id and
-attributes stay readable so that providers can route. The session id, the
-correlation id, the key id and the encryption time are *authenticated*
-(associated data), so moving an envelope to another session or changing its
-timestamp makes it fail to decrypt.
+attributes stay readable so that providers can route. The message id, the
+session id, the correlation id, the key id and the encryption time are
+*authenticated* (associated data), so a copy of an envelope under another
+message id, moved to another session or with a changed timestamp fails to
+decrypt. Attributes are not authenticated (the runtime adds its own, such as
+trace context and requeue counts, on the way).
 
 Wire format (spec §8, big-endian)::
 
     offset  size  field
     0       4     magic b"QRE1"
-    4       1     format version 0x01
+    4       1     format version 0x02 (0x01 is still read)
     5       1     key-id length n (1-255)
     6       n     key id, UTF-8
     6+n     12    nonce (os.urandom)
@@ -18,9 +20,13 @@ Wire format (spec §8, big-endian)::
     26+n    L     ciphertext
     end-16  16    GCM tag
 
-Associated data = header bytes ``[0, 26+n)`` + the session id and the
-correlation id, each as a 4-byte big-endian length and its UTF-8 bytes (an
-absent id and an empty one both encode as length 0).
+Associated data = header bytes ``[0, 26+n)`` + the session id, the
+correlation id and (version 2) the message id, each as a 4-byte big-endian
+length and its UTF-8 bytes (an absent id and an empty one both encode as
+length 0). Version 1, the format of spec §8, leaves the message id out; it is
+read so that messages queued before an upgrade still decrypt, and written
+with ``CryptoConfig(envelope_version=1)`` while consumers that read only
+version 1 are still running.
 
 Checks on receive, in this order: marker -> version -> structure -> tag (with
 the key lookup) -> freshness -> nonce replay. A nonce is recorded only after
@@ -88,6 +94,7 @@ __all__ = [
     "KEY_SIZE",
     "MAGIC",
     "VERSION",
+    "VERSIONS",
     "CryptoConfig",
     "CryptoStats",
     "EncryptionKey",
@@ -108,7 +115,10 @@ __all__ = [
 logger = logging.getLogger("queue_runtime.crypto")
 
 MAGIC: Final = b"QRE1"
-VERSION: Final = 1
+VERSION: Final = 2
+"""The envelope format version written by default (it authenticates the message id)."""
+VERSIONS: Final = frozenset({1, 2})
+"""Envelope format versions this release reads (and can write)."""
 KEY_SIZE: Final = 32
 NONCE_SIZE: Final = 12
 TAG_SIZE: Final = 16
@@ -151,6 +161,11 @@ class CryptoConfig:
     client, or let :func:`~queue_runtime.client.create_client` read them from
     ``QUEUE_RUNTIME_ENCRYPTION_KEYS`` (:class:`EnvKeyProvider`).
 
+    ``envelope_version`` is the format new envelopes are written in: 2 (the
+    default) authenticates the message id, 1 is the format of spec §8 without
+    it. Both are read. Write 1 only during a rolling upgrade, while consumers
+    that read only version 1 still run.
+
     ``max_message_age`` and ``max_clock_skew`` bound how old, and how far in
     the future, an envelope's timestamp may be (seconds). With ``track_nonces``
     each client remembers the nonces it accepted for ``nonce_cache_ttl``
@@ -175,6 +190,7 @@ class CryptoConfig:
     track_nonces: bool = False
     nonce_cache_ttl: float = 600.0
     nonce_cache_size: int = 100_000
+    envelope_version: int = VERSION
 
     def __post_init__(self) -> None:
         for name in ("enabled", "validate_freshness", "track_nonces"):
@@ -192,6 +208,12 @@ class CryptoConfig:
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise ConfigurationError(
                 "must be an integer of at least 1", field="crypto.nonce_cache_size"
+            )
+        version = self.envelope_version
+        if isinstance(version, bool) or version not in VERSIONS:
+            raise ConfigurationError(
+                "must be one of: " + ", ".join(map(str, sorted(VERSIONS))),
+                field="crypto.envelope_version",
             )
 
 
@@ -493,8 +515,9 @@ class Envelope:
     Example:
         >>> from queue_runtime.crypto import Envelope, decode_envelope, encode_envelope
         >>> wire = encode_envelope("k1", bytes(12), 1_700_000_000, b"ciphertext+tag..")
-        >>> decode_envelope(wire).key_id, decode_envelope(wire).encrypted_at
-        ('k1', 1700000000)
+        >>> envelope = decode_envelope(wire)
+        >>> envelope.version, envelope.key_id, envelope.encrypted_at
+        (2, 'k1', 1700000000)
     """
 
     version: int
@@ -505,22 +528,26 @@ class Envelope:
     sealed: bytes = field(repr=False)
 
 
-def _header(key_id: str, nonce: bytes, encrypted_at: int) -> bytes:
+def _header(key_id: str, nonce: bytes, encrypted_at: int, version: int = VERSION) -> bytes:
     raw_id = key_id.encode("utf-8")
     if not 1 <= len(raw_id) <= 255:
         raise ValueError("a key id must be 1-255 bytes of UTF-8")
     if len(nonce) != NONCE_SIZE:
         raise ValueError(f"a nonce must be {NONCE_SIZE} bytes")
+    if version not in VERSIONS:
+        raise ValueError(f"envelope format version {version} is not supported")
     return b"".join(
-        (MAGIC, bytes((VERSION, len(raw_id))), raw_id, nonce, _TIMESTAMP.pack(encrypted_at))
+        (MAGIC, bytes((version, len(raw_id))), raw_id, nonce, _TIMESTAMP.pack(encrypted_at))
     )
 
 
-def encode_envelope(key_id: str, nonce: bytes, encrypted_at: int, sealed: bytes) -> bytes:
+def encode_envelope(
+    key_id: str, nonce: bytes, encrypted_at: int, sealed: bytes, *, version: int = VERSION
+) -> bytes:
     """The wire bytes: header followed by ``sealed`` (ciphertext + 16-byte tag)."""
     if len(sealed) < TAG_SIZE:
         raise ValueError("sealed data must end with a 16-byte tag")
-    return _header(key_id, nonce, encrypted_at) + sealed
+    return _header(key_id, nonce, encrypted_at, version) + sealed
 
 
 def decode_envelope(body: bytes) -> Envelope:
@@ -532,7 +559,7 @@ def decode_envelope(body: bytes) -> Envelope:
     view = bytes(body)
     key_id, nonce, encrypted_at, header_end = _parse(view)
     return Envelope(
-        version=VERSION,
+        version=view[4],
         key_id=key_id,
         nonce=nonce,
         encrypted_at=encrypted_at,
@@ -542,13 +569,16 @@ def decode_envelope(body: bytes) -> Envelope:
 
 
 def _parse(view: bytes) -> tuple[str, bytes, int, int]:
-    """Key id, nonce, timestamp and the header's length; the checks of decode_envelope."""
+    """Key id, nonce, timestamp and the header's length; the checks of decode_envelope.
+
+    Versions 1 and 2 share the layout; they differ only in the associated data.
+    """
     if view[: len(MAGIC)] != MAGIC:
         raise InvalidEnvelopeError("not an encrypted envelope (no QRE1 marker)")
     if len(view) < 6:
         raise InvalidEnvelopeError("envelope truncated in its header")
     version = view[4]
-    if version != VERSION:
+    if version not in VERSIONS:
         raise UnsupportedVersionError(f"envelope format version {version} is not supported")
     id_length = view[5]
     if id_length == 0:
@@ -570,15 +600,26 @@ def _prefixed(text: str | None) -> bytes:
     return _LENGTH.pack(len(raw)) + raw
 
 
-def associated_data(header: bytes, session_id: str | None, correlation_id: str | None) -> bytes:
-    """Header bytes + length-prefixed session id + length-prefixed correlation id.
+def associated_data(
+    header: bytes,
+    session_id: str | None,
+    correlation_id: str | None,
+    message_id: str | None = None,
+    *,
+    version: int = VERSION,
+) -> bytes:
+    """Header bytes + length-prefixed session id + length-prefixed correlation id,
+    + (version 2) length-prefixed message id.
 
     Example:
         >>> from queue_runtime.crypto import associated_data
-        >>> associated_data(b"H", "s", None)
+        >>> associated_data(b"H", "s", None, "m")
+        b'H\\x00\\x00\\x00\\x01s\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x01m'
+        >>> associated_data(b"H", "s", None, "m", version=1)  # the message id is not in it
         b'H\\x00\\x00\\x00\\x01s\\x00\\x00\\x00\\x00'
     """
-    return header + _prefixed(session_id) + _prefixed(correlation_id)
+    data = header + _prefixed(session_id) + _prefixed(correlation_id)
+    return data if version == 1 else data + _prefixed(message_id)
 
 
 # -- the client-side engine ---------------------------------------------------------
@@ -693,13 +734,18 @@ class MessageCrypto:
         *,
         session_id: str | None = None,
         correlation_id: str | None = None,
+        message_id: str | None = None,
     ) -> bytes:
-        """Seal ``body`` with the current key into an envelope."""
+        """Seal ``body`` with the current key into an envelope bound to these ids.
+
+        Decrypting needs the same ids (the message id only for version 2, the
+        default ``envelope_version``)."""
         key_id = await self.keys.current_key_id()
         key = await self.keys.get_key(key_id)
         nonce = os.urandom(NONCE_SIZE)
-        header = _header(key_id, nonce, math.floor(self.clock.now()))
-        aad = associated_data(header, session_id, correlation_id)
+        version = self.config.envelope_version
+        header = _header(key_id, nonce, math.floor(self.clock.now()), version)
+        aad = associated_data(header, session_id, correlation_id, message_id, version=version)
         cipher = key.cipher()
         if len(body) >= _OFFLOAD_BYTES:
             sealed = await asyncio.to_thread(cipher.encrypt, nonce, body, aad)
@@ -721,16 +767,20 @@ class MessageCrypto:
     ) -> bytes:
         """Open an envelope: marker, version, structure, tag, freshness, replay.
 
-        ``redelivery`` (the provider's delivery count is above 1) lets a nonce
-        already accepted *for the same message id* through: the provider
-        redelivering an abandoned or expired lock is not a replay. Freshness
-        and replay apply only when enabled in the config and not switched off
-        here (the client switches them off for dead-letter reads).
+        The ids must be those it was sealed with: a version 2 envelope also
+        authenticates ``message_id``. ``redelivery`` (the provider's delivery
+        count is above 1) lets a nonce already accepted *for the same message
+        id* through: the provider redelivering an abandoned or expired lock is
+        not a replay. Freshness and replay apply only when enabled in the
+        config and not switched off here (the client switches them off for
+        dead-letter reads).
         """
         data = bytes(body)
         key_id, nonce, encrypted_at, header_end = _parse(data)
         key = await self.keys.get_key(key_id)
-        aad = associated_data(data[:header_end], session_id, correlation_id)
+        aad = associated_data(
+            data[:header_end], session_id, correlation_id, message_id, version=data[4]
+        )
         sealed = memoryview(data)[header_end:]  # no copy of the ciphertext
         cipher = key.cipher()
         try:
@@ -741,7 +791,7 @@ class MessageCrypto:
         except InvalidTag:
             raise DecryptionFailedError(
                 "the message could not be decrypted: wrong key, tampered bytes or "
-                "mismatched session/correlation id"
+                "mismatched message/session/correlation id"
             ) from None
         now = self.clock.now()
         if check_freshness and self.config.validate_freshness:
@@ -771,7 +821,10 @@ class MessageCrypto:
     async def encrypt_message(self, message: Message) -> Message:
         """A copy of ``message`` whose body is sealed (routing fields unchanged)."""
         sealed = await self.encrypt(
-            message.body, session_id=message.session_id, correlation_id=message.correlation_id
+            message.body,
+            session_id=message.session_id,
+            correlation_id=message.correlation_id,
+            message_id=message.message_id,
         )
         return dataclasses.replace(message, body=sealed)
 
@@ -832,5 +885,7 @@ class MessageCrypto:
 
 def _undecryptable(message: ReceivedMessage, error: QueueError) -> UndecryptableMessage:
     error.with_context(queue=message.receipt.queue, message_id=message.message_id)
-    values = {f.name: getattr(message, f.name) for f in dataclasses.fields(ReceivedMessage)}
+    values = {
+        f.name: getattr(message, f.name) for f in dataclasses.fields(ReceivedMessage) if f.init
+    }
     return UndecryptableMessage(**values, error=error)

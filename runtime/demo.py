@@ -162,7 +162,7 @@ async def run(sessions: int, per_session: int, seed: int, mode: str) -> bool:
         f"{'verified' if in_order else 'VIOLATED'}, "
         f"{ledger.concurrent_in_session} overlaps within a session"
     )
-    print(f"retries       {stats.retried} in place, {stats.abandoned} abandoned for redelivery")
+    print(f"retries       {stats.retried} in place, {stats.abandoned} given back")
     print(f"dead-letters  {len(dead)}")
     for letter in dead:
         print(

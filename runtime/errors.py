@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AuthenticationError",
     "AuthorizationError",
@@ -213,7 +215,29 @@ class UnencryptedMessageError(QueueError):
 
 
 class InvalidReceiptError(QueueError):
-    """The receipt is no longer valid: lock lost or expired, already settled, or foreign."""
+    """The receipt is no longer valid: lock lost or expired, already settled, or foreign.
+
+    ``settled`` is how the message was already settled through this very receipt
+    (``"complete"``, ``"abandon"`` or ``"dead_letter"``), when the provider can
+    prove it; ``None`` when the lock was lost or the provider cannot tell. The
+    client uses it to recognise a retried settle whose first attempt took effect
+    although its answer was lost.
+
+    Example:
+        >>> error = InvalidReceiptError("already completed", settled="complete")
+        >>> error.settled, InvalidReceiptError("lock expired").settled
+        ('complete', None)
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        settled: str | None = None,
+        **context: Any,
+    ) -> None:
+        super().__init__(message, **context)
+        self.settled = settled
 
 
 class SessionLockLostError(QueueError):

@@ -298,6 +298,9 @@ class ReceivedMessage:
     sequence_number: int | None = None
     dead_letter_reason: str | None = None
     dead_letter_description: str | None = None
+    _trace: Any = field(default=None, init=False, repr=False, compare=False)
+    """The trace context the attributes carry, once telemetry has extracted it (a memo:
+    the receive span and the process span both need it; see queue_runtime.telemetry)."""
 
     @property
     def locked_until(self) -> datetime:

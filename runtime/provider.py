@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import importlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +46,7 @@ __all__ = [
     "SessionProvider",
     "SessionReceiver",
     "SessionSupport",
+    "SettledReceipts",
     "create_provider",
     "register_provider",
 ]
@@ -54,6 +56,43 @@ MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"
 """The dead-letter reason a provider gives a message delivered too often without success."""
 TTL_EXPIRED_REASON = "TTLExpired"
 """The dead-letter reason a provider gives a message whose time to live passed."""
+
+
+KEEP_SETTLED = 10_000
+"""Receipts a provider remembers having settled (the most recent ones)."""
+
+
+class SettledReceipts:
+    """The receipt tokens a provider settled itself, and how (bounded, newest kept).
+
+    A settle whose answer was lost took effect; its retry finds the receipt
+    gone. With this record the provider can say so: it raises
+    :class:`~queue_runtime.errors.InvalidReceiptError` with ``settled`` set,
+    and the client counts the retried settle as done instead of as a lost
+    lock. Tokens are random and never reused, so an entry cannot vouch for
+    another delivery.
+
+    Example:
+        >>> settled = SettledReceipts(limit=2)
+        >>> settled.add("t1", "complete"); settled.add("t2", "abandon")
+        >>> settled.add("t3", "complete")
+        >>> settled.how("t1"), settled.how("t3")
+        (None, 'complete')
+    """
+
+    def __init__(self, limit: int = KEEP_SETTLED) -> None:
+        self._limit = limit
+        self._how: OrderedDict[str, str] = OrderedDict()
+
+    def add(self, token: str, how: str) -> None:
+        """Remember that ``token`` was settled by ``how`` (an operation name)."""
+        self._how[token] = how
+        if len(self._how) > self._limit:
+            self._how.popitem(last=False)
+
+    def how(self, token: str) -> str | None:
+        """How ``token`` was settled, or None if this provider does not know."""
+        return self._how.get(token)
 
 
 class ProviderType(enum.StrEnum):

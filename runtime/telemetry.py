@@ -16,8 +16,8 @@ span               kind      made by
 ``receive {q}``    CLIENT    every receive call; linked to each message's producer
 ``process {q}``    CONSUMER  :meth:`Telemetry.process`; child of the producer's
                              context taken from the message, and linked to it
-``complete {q}``,  CLIENT    the settle calls
-``abandon {q}``,
+``complete {q}``,  CLIENT    the settle calls: one per message, also in a batch
+``abandon {q}``,             call (:meth:`Telemetry.settle_each`)
 ``dead_letter {q}``
 =================  ========  =====================================================
 
@@ -72,7 +72,8 @@ from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import (
     INVALID_SPAN,
     Link,
-    NonRecordingSpan,
+    NoOpTracer,
+    NoOpTracerProvider,
     ProxyTracer,
     Span,
     SpanContext,
@@ -102,6 +103,7 @@ __all__ = [
     "Observed",
     "Processing",
     "Receiving",
+    "Settling",
     "SpanScope",
     "Telemetry",
     "activate",
@@ -264,17 +266,28 @@ _SETTER: Final = _AttributeSetter()
 _fields: tuple[object, frozenset[str]] = (None, frozenset())
 
 
-def _creation_context(attributes: Mapping[str, str]) -> Context | None:
-    """The producer's context carried by a message, or ``None`` if it carries none."""
+def _creation_context(message: ReceivedMessage) -> Context | None:
+    """The producer's context carried by a message, or ``None`` if it carries none.
+
+    Extracted once per message (the receive span's link and the process span both
+    need it) and into an empty context, so nothing of the caller's context leaks
+    into it: it holds what the message carries, trace and baggage, and only that.
+    """
     global _fields
+    known = message._trace
+    if known is not None:
+        return known or None  # an empty context: it carried nothing the propagator took
+    attributes = message.attributes
     propagator = propagate.get_global_textmap()
-    known, fields = _fields
-    if known is not propagator:  # the propagator builds its field set on every call
+    seen, fields = _fields
+    if seen is not propagator:  # the propagator builds its field set on every call
         fields = frozenset(propagator.fields)
         _fields = (propagator, fields)
     if fields.isdisjoint(attributes):
         return None  # the common untraced case: no extraction at all
-    return propagate.extract(attributes)
+    context = propagator.extract(attributes, Context())
+    object.__setattr__(message, "_trace", context)  # a memo on a frozen value (see its field)
+    return context or None
 
 
 def _producer(creation: Context | None) -> SpanContext | None:
@@ -330,6 +343,14 @@ class SpanScope:
                 otel_context.detach(self._token)
             self.span.end()
 
+    def end(self, error: BaseException | None = None) -> None:
+        """End the span without a ``with`` block (it was never current), failed with
+        ``error`` if one is given: how a batch call ends its messages' spans."""
+        if error is not None:
+            self.fail(error)
+        self._finish()
+        self.span.end()
+
     def fail(self, error: BaseException) -> None:
         """Record ``error`` (caught inside the block) on the span."""
         self._error = error_type(error)
@@ -359,7 +380,7 @@ class Receiving(SpanScope):
         if len(messages) == 1:
             span.set_attribute(MESSAGE_ID, messages[0].message_id)
         for message in messages:
-            producer = _producer(_creation_context(message.attributes))
+            producer = _producer(_creation_context(message))
             if producer is not None:
                 span.add_link(producer)
 
@@ -375,6 +396,9 @@ class _Untraced(Receiving):
     def __exit__(self, *exc_info: object) -> None:
         return None
 
+    def end(self, error: BaseException | None = None) -> None:
+        return None
+
     def fail(self, error: BaseException) -> None:
         return None
 
@@ -383,6 +407,41 @@ class _Untraced(Receiving):
 
 
 _UNTRACED: Final = _Untraced(INVALID_SPAN)
+
+
+class Settling:
+    """The settle spans of one batch call, one per message (see :meth:`Telemetry.settle_each`).
+
+    Call :meth:`ended` with the call's result for each receipt (``None`` or its
+    error); an exception leaving the ``with`` block ends every span that is still
+    open with it (cancellation is not an error).
+
+    Example:
+        >>> receipts = []  # a batch call's receipts, of one queue
+        >>> with Telemetry("memory").settle_each("complete", "orders", receipts) as settling:
+        ...     settling.ended([])  # one result per receipt
+    """
+
+    __slots__ = ("_scopes",)
+
+    def __init__(self, scopes: list[SpanScope]) -> None:
+        self._scopes = scopes
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        error = exc_info[1]
+        scopes, self._scopes = self._scopes, []
+        for scope in scopes:
+            scope.end(error if isinstance(error, Exception) else None)
+
+    def ended(self, results: Sequence[BaseException | None]) -> None:
+        """End each message's span with its result: ``None``, or the error that kept it."""
+        scopes, self._scopes = self._scopes, []
+        if scopes:  # none while tracing is off
+            for scope, result in zip(scopes, results, strict=True):
+                scope.end(result)
 
 
 class Processing(SpanScope):
@@ -411,26 +470,30 @@ class Processing(SpanScope):
         'completed'
     """
 
-    __slots__ = ("_queue", "_started", "_telemetry", "outcome")
+    __slots__ = ("_context", "_queue", "_started", "_telemetry", "outcome")
 
-    def __init__(self, span: Span, telemetry: Telemetry, queue: str) -> None:
+    def __init__(
+        self, span: Span, telemetry: Telemetry, queue: str, context: Context | None = None
+    ) -> None:
         super().__init__(span)
         self._telemetry = telemetry
         self._queue = queue
+        self._context = context
         self._started = 0.0
         self.outcome: str | None = None
         """How processing ended; recorded on the span and the duration."""
 
     @property
     def trace_context(self) -> Context | None:
-        """The context to make current where the handler runs (another task)."""
-        if self._token is None:
-            return None
-        return trace.set_span_in_context(self.span)
+        """The context to make current where the handler runs (another task): the
+        processing span in the message's context, with the message's baggage."""
+        return self._context
 
     def __enter__(self) -> Self:
         self._started = time.perf_counter()
-        return super().__enter__()
+        if self._context is not None:
+            self._token = otel_context.attach(self._context)
+        return self
 
     def _finish(self) -> None:
         outcome = self.outcome
@@ -477,6 +540,10 @@ def activate(context: Context | None) -> AbstractContextManager[None]:
         False
     """
     return _Activation(context)
+
+
+_UNTRACED_SETTLING: Final = Settling([])
+"""What :meth:`Telemetry.settle_each` gives while tracing is off (shared: holds nothing)."""
 
 
 # -- instruments ---------------------------------------------------------------------
@@ -648,6 +715,8 @@ class Telemetry:
         self._tracer = trace.get_tracer(INSTRUMENTATION_NAME, _VERSION, tracer_provider)
         self._follows_global = isinstance(self._tracer, ProxyTracer)
         """True while our tracer is the API's proxy: an SDK may be set later, or never."""
+        self._records = not isinstance(self._tracer, NoOpTracer)
+        """False for a tracer of the API's no-op provider, given as ``tracer_provider=``."""
         self._instruments = _instruments(meter_provider)
         self._queue_attributes: dict[str, dict[str, str]] = {}
         self._operation_attributes: dict[tuple[str, str], dict[str, str]] = {}
@@ -681,13 +750,18 @@ class Telemetry:
 
     @property
     def tracing(self) -> bool:
-        """False while no tracer provider is set: spans are skipped, not even no-ops.
+        """False while no tracer provider is set, or the API's no-op one: spans are
+        skipped, not even started as no-ops (an incoming trace context and its
+        baggage are still handed on).
 
         It asks what the API's ``ProxyTracer`` asks on every call before it hands
         out no-op spans (``opentelemetry.trace._TRACER_PROVIDER``). Should the
         API ever lose that variable, this says True and spans are always started.
         """
-        return not self._follows_global or getattr(trace, "_TRACER_PROVIDER", True) is not None
+        if not self._follows_global:
+            return self._records
+        provider = getattr(trace, "_TRACER_PROVIDER", True)
+        return provider is not None and not isinstance(provider, NoOpTracerProvider)
 
     def send(self, queue: str, messages: Sequence[Message]) -> SpanScope:
         """The PRODUCER span of one send call; :meth:`inject` inside it.
@@ -741,17 +815,46 @@ class Telemetry:
         )
         return Receiving(span)
 
-    def settle(self, operation: str, queue: str, *, dead_letter: bool = False) -> SpanScope:
-        """The span of a ``complete``, ``abandon`` or ``dead_letter`` call."""
+    def settle(
+        self,
+        operation: str,
+        queue: str,
+        *,
+        dead_letter: bool = False,
+        context: Context | None = None,
+    ) -> SpanScope:
+        """The span of a ``complete``, ``abandon`` or ``dead_letter`` call of one message:
+        a child of ``context`` (default: the current context)."""
         if not self.tracing:
             return _UNTRACED
         attributes = self._operation(operation, queue)
         if dead_letter:
             attributes = {**attributes, DEAD_LETTER_QUEUE: "true"}
         span = self._tracer.start_span(
-            f"{operation} {queue}", kind=SpanKind.CLIENT, attributes=attributes
+            f"{operation} {queue}", context=context, kind=SpanKind.CLIENT, attributes=attributes
         )
         return SpanScope(span)
+
+    def settle_each(
+        self,
+        operation: str,
+        queue: str,
+        receipts: Sequence[ReceiptHandle],
+        contexts: Sequence[Context | None] | None = None,
+    ) -> Settling:
+        """One settle span per message of a batch call, each a child of its own context
+        (``contexts[i]`` for ``receipts[i]``; default: the current one), so that every
+        message's settle span is under its own ``process`` span, whoever else's
+        messages shared the provider request."""
+        if not self.tracing:
+            return _UNTRACED_SETTLING
+        parents = contexts if contexts is not None else [None] * len(receipts)
+        return Settling(
+            [
+                self.settle(operation, queue, dead_letter=receipt.dead_letter, context=parent)
+                for receipt, parent in zip(receipts, parents, strict=True)
+            ]
+        )
 
     def process(self, message: ReceivedMessage) -> Processing:
         """The CONSUMER span of processing ``message``, and its duration.
@@ -762,11 +865,12 @@ class Telemetry:
         around handling *and* settling, so that the settle span is its child.
         """
         queue = message.receipt.queue
-        creation = _creation_context(message.attributes)
+        creation = _creation_context(message)
+        if not self.tracing:  # no span; still hand the message's trace and baggage on
+            if not creation:  # nothing to continue (or nothing the propagator understood)
+                return Processing(INVALID_SPAN, self, queue)
+            return Processing(trace.get_current_span(creation), self, queue, creation)
         producer = _producer(creation)
-        if not self.tracing:  # no span; still hand the producer's context on, if any
-            untraced = NonRecordingSpan(producer) if producer is not None else INVALID_SPAN
-            return Processing(untraced, self, queue)
         attributes: dict[str, str | int] = {
             **self._operation("process", queue),
             MESSAGE_ID: message.message_id,
@@ -782,7 +886,8 @@ class Telemetry:
             attributes=attributes,
             links=links,
         )
-        return Processing(span, self, queue)
+        # the span in the message's context, not the current one: its baggage goes along
+        return Processing(span, self, queue, trace.set_span_in_context(span, creation))
 
     # -- metrics -----------------------------------------------------------------------
 

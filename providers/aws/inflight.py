@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from queue_runtime.errors import InvalidReceiptError, SessionLockLostError
 from queue_runtime.messages import QueueName, ReceiptHandle, ReceivedMessage, SessionId
+from queue_runtime.provider import SettledReceipts
 
 from .wire import Incoming
 
@@ -184,6 +185,8 @@ class Ledger:
     def __init__(self, provider_id: str) -> None:
         self.provider_id = provider_id
         self.deliveries: dict[str, Held] = {}
+        self.settled = SettledReceipts()
+        """Receipts settled through this provider: a retried settle is told so."""
         self._latest: dict[tuple[str, str], Held] = {}
         self._expiries: list[tuple[float, int, Held]] = []
         self._seq = itertools.count()
@@ -271,6 +274,13 @@ class Ledger:
                 "the receipt was not issued by this provider", operation=operation
             )
         held = self.deliveries.get(receipt.token)
+        if (held is None or held.gone) and (how := self.settled.how(receipt.token)):
+            raise InvalidReceiptError(
+                f"the message was already settled with this receipt ({how})",
+                settled=how,
+                operation=operation,
+                queue=receipt.queue,
+            )
         if held is None or held.gone:
             raise InvalidReceiptError(
                 "the lock expired, the message was delivered again, or it was already settled",
@@ -304,8 +314,10 @@ class Ledger:
             )
         return held
 
-    def forget(self, held: Held) -> None:
-        """Drop ``held``: its receipt is void from now on."""
+    def forget(self, held: Held, settled: str | None = None) -> None:
+        """Drop ``held``: its receipt is void from now on; ``settled``: how it was settled."""
+        if settled is not None and held.token is not None:
+            self.settled.add(held.token, settled)
         held.gone = True
         if held.token is not None:
             self.deliveries.pop(held.token, None)
@@ -329,6 +341,7 @@ class Ledger:
         group = held.group
         assert group is not None
         if held.token is not None:
+            self.settled.add(held.token, "abandon")
             self.deliveries.pop(held.token, None)
             held.token = None
         if held in group.out:

@@ -200,7 +200,7 @@ class SqsProvider:
         self._before("complete")
         held = self._lookup(receipt, "complete")
         await self._settle_call(held, "delete_message", "complete", ReceiptHandle=held.handle)
-        self._forget(held)
+        self._forget(held, "complete")
 
     async def complete_many(self, receipts: Sequence[ReceiptHandle]) -> list[QueueError | None]:
         """Complete several messages with ``DeleteMessageBatch`` (10 per request).
@@ -238,7 +238,7 @@ class SqsProvider:
                 for index, (position, held) in enumerate(chunk):
                     error = errors.get(index)
                     if error is None or isinstance(error, InvalidReceiptError):
-                        self._forget(held)
+                        self._forget(held, "complete" if error is None else None)
                     results[position] = error
         return results
 
@@ -270,7 +270,7 @@ class SqsProvider:
             ReceiptHandle=held.handle,
             VisibilityTimeout=math.ceil(delay or 0),
         )
-        self._forget(held)
+        self._forget(held, "abandon")
 
     async def dead_letter(
         self,
@@ -751,8 +751,8 @@ class SqsProvider:
     def _lookup(self, receipt: ReceiptHandle, operation: str) -> Held:
         return self._ledger.lookup(receipt, operation, self.clock.now())
 
-    def _forget(self, held: Held) -> None:
-        self._ledger.forget(held)
+    def _forget(self, held: Held, settled: str | None = None) -> None:
+        self._ledger.forget(held, settled)
         held.state.notify()
 
     async def _settle_call(self, held: Held, method: str, operation: str, **params: Any) -> None:
@@ -809,7 +809,7 @@ class SqsProvider:
         )
         await self._transport.send(dlq, [copy], operation)
         await self._settle_call(held, "delete_message", operation, ReceiptHandle=held.handle)
-        self._forget(held)
+        self._forget(held, operation)
 
     # -- letting go -------------------------------------------------------------------
 

@@ -487,9 +487,14 @@ def dead_letter_copy(
         raise MessageTooLargeError(
             size, MAX_MESSAGE_SIZE, operation="dead_letter", message_id=message.message_id
         )
-    group_id = None
+    group_id: str | None = None
+    dedup_id: str | None = None
     if fifo:
         group_id = message.group_id or (
             message.session_id if message.session_id else _plain_group(message.message_id)
         )
-    return Outgoing(message.message_id, body, full, group_id, 0, size)
+        # one copy per SQS message: a copy sent again (a retry after a lost answer)
+        # within SQS's five-minute window is dropped, whatever its record says
+        identity = f"dead-letter\x00{source}\x00{message.sqs_id}"
+        dedup_id = hashlib.sha256(identity.encode()).hexdigest()
+    return Outgoing(message.message_id, body, full, group_id, 0, size, dedup_id)

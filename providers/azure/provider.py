@@ -130,6 +130,8 @@ class _Delivery:
     session: AzureSessionReceiver | None
     lock_span: float
     settled: bool = False
+    uncertain: str | None = None
+    """A settle that failed transiently (it may have taken effect): its operation."""
 
 
 class _Receiver:
@@ -490,7 +492,7 @@ class AzureServiceBusProvider:
         max_size: int | None = None,
     ) -> QueueError:
         message_id = None if delivery is None else delivery.message.message_id
-        return translate(
+        error = translate(
             exc,
             operation=operation,
             queue=queue,
@@ -498,6 +500,34 @@ class AzureServiceBusProvider:
             secrets=self._secrets,
             size=size,
             max_size=max_size,
+        )
+        if delivery is None or operation not in ("complete", "abandon", "dead_letter"):
+            return error
+        if error.transient:
+            delivery.uncertain = operation
+        elif (
+            type(error) is InvalidReceiptError
+            and delivery.uncertain == operation
+            and self._session_holds(delivery)
+        ):
+            # a session message has no lock of its own: with the session still ours,
+            # "lock lost" means the earlier attempt settled it and only its answer was lost
+            return InvalidReceiptError(
+                f"the message was already settled with this receipt ({operation})",
+                settled=operation,
+                operation=operation,
+                queue=queue,
+                message_id=message_id,
+            )
+        return error
+
+    def _session_holds(self, delivery: _Delivery) -> bool:
+        """True while the native session ``delivery`` came from is still locked by us."""
+        session = delivery.session
+        return (
+            session is not None
+            and not session.closed
+            and session.locked_until.timestamp() > self.clock.now()
         )
 
     def _sender(self, queue: str) -> SenderSeam:

@@ -57,7 +57,7 @@ from queue_runtime.messages import (
     ReceivedMessage,
     SessionId,
 )
-from queue_runtime.provider import Capabilities, ProviderType, SessionSupport
+from queue_runtime.provider import Capabilities, ProviderType, SessionSupport, SettledReceipts
 
 from .broker import Entity, Record, SessionLock
 from .faults import FaultInjector
@@ -95,6 +95,8 @@ class InMemoryProvider:
             ProviderType.MEMORY, self.config.max_batch_size, self.config.max_message_size
         )
         self._entities: dict[str, Entity] = {}
+        self._settled = SettledReceipts()
+        """Receipts settled here: a retried settle whose answer was lost is told so."""
         self._closed = False
         subscribe = getattr(self.clock, "subscribe", None)
         self._unsubscribe = subscribe(self._on_clock_moved) if callable(subscribe) else None
@@ -183,6 +185,7 @@ class InMemoryProvider:
         self._before("complete")
         entity, record = self._settling(receipt, "complete")
         entity.complete(record)
+        self._settled.add(receipt.token, "complete")
         self._after("complete")
 
     async def complete_many(self, receipts: Sequence[ReceiptHandle]) -> list[QueueError | None]:
@@ -207,6 +210,7 @@ class InMemoryProvider:
             raise ValidationError(f"must be a non-negative number, got {delay!r}", field="delay")
         entity, record = self._settling(receipt, "abandon")
         entity.release(record, self.clock.now(), delay)
+        self._settled.add(receipt.token, "abandon")
         self._after("abandon")
 
     async def dead_letter(
@@ -225,6 +229,7 @@ class InMemoryProvider:
                 queue=receipt.queue,
             )
         entity.dead_letter(record, reason, description, properties)
+        self._settled.add(receipt.token, "dead_letter")
         self._after("dead_letter")
 
     async def renew_lock(self, receipt: ReceiptHandle) -> datetime:
@@ -482,20 +487,26 @@ class InMemoryProvider:
             )
         entity.tick(self.clock.now())
         lock = receipt.native
-        if isinstance(lock, SessionLock):
-            if lock.lost:
-                raise SessionLockLostError(
-                    f"the lock on session {lock.group.key!r} was lost",
-                    operation=operation,
-                    queue=receipt.queue,
-                )
-            if lock.closed:
-                raise InvalidReceiptError(
-                    f"session {lock.group.key!r} was closed before the message was settled",
-                    operation=operation,
-                    queue=receipt.queue,
-                )
+        if isinstance(lock, SessionLock) and lock.lost:
+            raise SessionLockLostError(
+                f"the lock on session {lock.group.key!r} was lost",
+                operation=operation,
+                queue=receipt.queue,
+            )
         record = entity.in_flight.get(receipt.token)
+        if record is None and (how := self._settled.how(receipt.token)):
+            raise InvalidReceiptError(
+                f"the message was already settled with this receipt ({how})",
+                settled=how,
+                operation=operation,
+                queue=receipt.queue,
+            )
+        if isinstance(lock, SessionLock) and lock.closed:
+            raise InvalidReceiptError(
+                f"session {lock.group.key!r} was closed before the message was settled",
+                operation=operation,
+                queue=receipt.queue,
+            )
         if record is None:
             raise InvalidReceiptError(
                 "the lock expired or the message was already settled",

@@ -25,6 +25,7 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -51,6 +52,14 @@ _COLUMNS: Final = (
     "locked_until, dead_letter_reason, dead_letter_description, dead_letter_properties"
 )
 _TTL_DESCRIPTION: Final = "time to live passed before delivery"
+_BLOCKED: Final = (
+    "SELECT session_id FROM messages WHERE queue = :queue AND dead = 0 "
+    "AND token IS NOT NULL AND session_id IS NOT NULL "
+    "UNION SELECT session_id FROM sessions WHERE queue = :queue "
+    "AND token IS NOT NULL AND locked_until > :now"
+)
+"""Sessions that may not hand out a message now (read after a sweep): one of theirs
+is in flight, or a consumer holds the session lock."""
 
 
 @dataclass(slots=True, eq=False)
@@ -286,16 +295,7 @@ class Store:
 
     def _blocked_sessions(self, db: sqlite3.Connection, queue: str, now: float) -> set[str]:
         """Sessions with a message in flight or a live session lock (after a sweep)."""
-        return {
-            row[0]
-            for row in db.execute(
-                "SELECT session_id FROM messages WHERE queue = ?1 AND dead = 0 "
-                "AND token IS NOT NULL AND session_id IS NOT NULL "
-                "UNION SELECT session_id FROM sessions WHERE queue = ?1 "
-                "AND token IS NOT NULL AND locked_until > ?2",
-                (queue, now),
-            )
-        }
+        return {row[0] for row in db.execute(_BLOCKED, {"queue": queue, "now": now})}
 
     def claim(
         self, queue: str, limit: int, now: float, *, dead: bool, groups: bool
@@ -337,33 +337,61 @@ class Store:
                 self._note_version(db)
                 return [], due
             rows = self._deliver(db, seqs, now, dead=dead, holder=None, until=None)
-        return [self._received(queue, row, dead, None) for row in rows], None
+        times: dict[float, datetime] = {}
+        return [self._received(queue, row, dead, None, times) for row in rows], None
 
     def _grouped_candidates(
         self, db: sqlite3.Connection, queue: str, limit: int, now: float
     ) -> list[int]:
-        blocked = self._blocked_sessions(db, queue, now)
+        """The in-memory provider's batch, in its order: the oldest deliverable message
+        (plain, or the head of a free session) first; after a session's head, the
+        session's next waiting messages while they are visible; then the next oldest."""
+        seen: set[str] = set()
         chosen: list[int] = []
         cursor = db.execute(
             "SELECT seq, session_id, visible_at FROM messages "
-            "WHERE queue = ? AND dead = 0 AND token IS NULL ORDER BY seq",
-            (queue,),
+            "WHERE queue = :queue AND dead = 0 AND token IS NULL "
+            f"AND (session_id IS NULL OR session_id NOT IN ({_BLOCKED})) ORDER BY seq",
+            {"queue": queue, "now": now},
         )
-        for seq, session_id, visible_at in cursor:
-            if session_id is None:
-                if visible_at <= now:
-                    chosen.append(seq)
-            elif session_id in blocked:
-                continue
-            elif visible_at <= now:
-                # the session's head, or the next of a session this batch is taking
+        try:
+            for seq, session_id, visible_at in cursor:
+                if len(chosen) >= limit:
+                    break
+                if session_id is None:
+                    if visible_at <= now:
+                        chosen.append(seq)
+                    continue
+                if session_id in seen:
+                    continue
+                seen.add(session_id)  # its head: taken, or (delayed) keeping the rest waiting
+                if visible_at > now:
+                    continue
                 chosen.append(seq)
-            else:  # a delayed message keeps the rest of its session waiting
-                blocked.add(session_id)
-            if len(chosen) >= limit:
-                break
-        cursor.close()
+                if len(chosen) < limit:
+                    chosen.extend(
+                        self._followers(db, queue, session_id, seq, limit - len(chosen), now)
+                    )
+        finally:
+            cursor.close()
         return chosen
+
+    @staticmethod
+    def _followers(
+        db: sqlite3.Connection, queue: str, session_id: str, after: int, limit: int, now: float
+    ) -> list[int]:
+        """The waiting messages of a session after ``after`` that are visible, in order."""
+        followers = []
+        for seq, visible_at in db.execute(
+            "SELECT seq, visible_at FROM messages INDEXED BY messages_session "
+            "WHERE queue = ? AND session_id = ? AND dead = 0 AND token IS NULL AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (queue, session_id, after, limit),
+        ):
+            if visible_at > now:
+                break
+            followers.append(seq)
+        return followers
 
     def _deliver(
         self,
@@ -395,8 +423,22 @@ class Store:
         return rows
 
     def _received(
-        self, queue: str, row: tuple[Any, ...], dead: bool, hold: SessionHold | None
+        self,
+        queue: str,
+        row: tuple[Any, ...],
+        dead: bool,
+        hold: SessionHold | None,
+        times: dict[float, datetime],
     ) -> ReceivedMessage:
+        """The message of a row; ``times`` caches datetimes across a batch (its messages
+        share their delivery time and lock expiry)."""
+
+        def when(timestamp: float) -> datetime:
+            moment = times.get(timestamp)
+            if moment is None:
+                moment = times[timestamp] = to_datetime(timestamp)
+            return moment
+
         (
             seq,
             session_id,
@@ -422,7 +464,7 @@ class Store:
             provider_id=self.provider_id,
             queue=QueueName(queue),
             token=f"peek-{seq}" if peek else token,
-            locked_until=to_datetime(locked_until if locked_until is not None else delivered),
+            locked_until=when(locked_until if locked_until is not None else delivered),
             dead_letter=dead,
             native=None if peek else Delivery(seq, dead, hold),
         )
@@ -438,11 +480,11 @@ class Store:
             content_type=content_type,
             time_to_live=time_to_live,
             delivery_count=delivery_count,
-            enqueued_at=to_datetime(enqueued_at),
-            first_delivered_at=to_datetime(
+            enqueued_at=when(enqueued_at),
+            first_delivered_at=when(
                 first_delivered_at if first_delivered_at is not None else delivered
             ),
-            delivered_at=to_datetime(delivered),
+            delivered_at=when(delivered),
             receipt=receipt,
             sequence_number=seq,
             dead_letter_reason=reason,
@@ -504,7 +546,7 @@ class Store:
                 "the receipt was not issued by this provider", operation=operation
             )
         if native.hold is not None:
-            if native.hold.closed:
+            if native.hold.closed and not native.hold.lost:
                 raise InvalidReceiptError(
                     f"session {native.hold.session_id!r} was closed before the message was settled",
                     operation=operation,
@@ -526,24 +568,41 @@ class Store:
 
     def complete(self, receipt: ReceiptHandle, now: float) -> None:
         with self._write() as db:
-            native, _ = self._settling(db, receipt, now, "complete")
-            db.execute("DELETE FROM messages WHERE seq = ?", (native.seq,))
+            error = self._delete(db, receipt, now)
+        if error is not None:
+            raise error
 
     def complete_many(
         self, receipts: Sequence[ReceiptHandle], now: float
     ) -> list[QueueError | None]:
         """Complete each receipt in one transaction; per receipt ``None`` or its error."""
-        results: list[QueueError | None] = []
         with self._write() as db:
-            for receipt in receipts:
-                try:
-                    native, _ = self._settling(db, receipt, now, "complete")
-                except QueueError as error:
-                    results.append(error)
-                    continue
-                db.execute("DELETE FROM messages WHERE seq = ?", (native.seq,))
-                results.append(None)
-        return results
+            return [self._delete(db, receipt, now) for receipt in receipts]
+
+    def _delete(
+        self, db: sqlite3.Connection, receipt: ReceiptHandle, now: float
+    ) -> QueueError | None:
+        """Complete one delivery: ``None``, or the error that kept it (nothing changed)."""
+        native = receipt.native
+        if (
+            receipt.provider_id == self.provider_id
+            and isinstance(native, Delivery)
+            and native.hold is None
+        ):
+            # the common case in one statement: the row goes if the lock is still this one
+            deleted = db.execute(
+                "DELETE FROM messages WHERE seq = ? AND queue = ? AND dead = ? AND token = ? "
+                "AND locked_until > ?",
+                (native.seq, receipt.queue, 1 if native.dead else 0, receipt.token, now),
+            ).rowcount
+            if deleted:
+                return None
+        try:
+            native, _ = self._settling(db, receipt, now, "complete")
+        except QueueError as error:
+            return error
+        db.execute("DELETE FROM messages WHERE seq = ?", (native.seq,))
+        return None
 
     def abandon(self, receipt: ReceiptHandle, delay: float | None, now: float) -> None:
         with self._write() as db:
@@ -624,9 +683,8 @@ class Store:
         with self._write() as db:
             self._queue(db, queue, now, "accept_session")
             self.sweep(db, queue, now)
-            blocked = self._blocked_sessions(db, queue, now)
             if session_id is not None:
-                if session_id in blocked:
+                if self._session_busy(db, queue, session_id, now):
                     raise SessionLockedError(
                         f"session {session_id!r} is locked by another consumer",
                         operation="accept_session",
@@ -634,7 +692,7 @@ class Store:
                     )
                 chosen = str(session_id)
             else:
-                available = self._free_session(db, queue, blocked, now)
+                available = self._free_session(db, queue, now)
                 if available is None:
                     due = self._next_due(db, queue, 0, now)
                     self._note_version(db)
@@ -655,22 +713,35 @@ class Store:
         return hold, None
 
     @staticmethod
-    def _free_session(
-        db: sqlite3.Connection, queue: str, blocked: set[str], now: float
-    ) -> str | None:
-        seen: set[str] = set()
+    def _session_busy(db: sqlite3.Connection, queue: str, session_id: str, now: float) -> bool:
+        """Does ``session_id`` have a message in flight, or a live session lock?"""
+        row = db.execute(
+            "SELECT EXISTS (SELECT 1 FROM messages INDEXED BY messages_session "
+            "WHERE queue = :queue AND session_id = :session AND dead = 0 "
+            "AND token IS NOT NULL) "
+            "OR EXISTS (SELECT 1 FROM sessions WHERE queue = :queue AND session_id = :session "
+            "AND token IS NOT NULL AND locked_until > :now)",
+            {"queue": queue, "session": session_id, "now": now},
+        ).fetchone()
+        return bool(row[0])
+
+    @staticmethod
+    def _free_session(db: sqlite3.Connection, queue: str, now: float) -> str | None:
+        """The session whose head is the oldest deliverable message, if any is free."""
+        delayed: set[str] = set()
         cursor = db.execute(
-            "SELECT session_id, visible_at FROM messages WHERE queue = ? AND dead = 0 "
-            "AND token IS NULL AND session_id IS NOT NULL ORDER BY seq",
-            (queue,),
+            "SELECT session_id, visible_at FROM messages WHERE queue = :queue AND dead = 0 "
+            f"AND token IS NULL AND session_id IS NOT NULL AND session_id NOT IN ({_BLOCKED}) "
+            "ORDER BY seq",
+            {"queue": queue, "now": now},
         )
         try:
             for session_id, visible_at in cursor:
-                if session_id in blocked or session_id in seen:
+                if session_id in delayed:
                     continue
                 if visible_at <= now:
                     return str(session_id)
-                seen.add(session_id)  # its head waits out a delay: not available yet
+                delayed.add(session_id)  # its head waits out a delay: not available yet
         finally:
             cursor.close()
         return None
@@ -684,8 +755,10 @@ class Store:
             self.sweep(db, hold.queue, now)
             seqs = []
             for seq, visible_at in db.execute(
-                "SELECT seq, visible_at FROM messages WHERE queue = ? AND session_id = ? "
-                "AND dead = 0 AND token IS NULL ORDER BY seq LIMIT ?",
+                # without statistics the planner would walk every waiting message
+                "SELECT seq, visible_at FROM messages INDEXED BY messages_session "
+                "WHERE queue = ? AND session_id = ? AND dead = 0 AND token IS NULL "
+                "ORDER BY seq LIMIT ?",
                 (hold.queue, hold.session_id, limit),
             ):
                 if visible_at > now:
@@ -698,7 +771,8 @@ class Store:
             rows = self._deliver(
                 db, seqs, now, dead=False, holder=hold.token, until=hold.locked_until
             )
-        return [self._received(hold.queue, row, False, hold) for row in rows], None
+        times: dict[float, datetime] = {}
+        return [self._received(hold.queue, row, False, hold, times) for row in rows], None
 
     def renew_session(self, hold: SessionHold, now: float) -> float:
         with self._write() as db:
@@ -739,11 +813,14 @@ class Store:
         """End ``hold``: its unsettled messages are waiting again at once."""
         with self._write() as db:
             row = db.execute(
-                "SELECT token FROM sessions WHERE queue = ? AND session_id = ?",
+                "SELECT token, locked_until FROM sessions WHERE queue = ? AND session_id = ?",
                 (hold.queue, hold.session_id),
             ).fetchone()
             if row is None or row[0] != hold.token:
+                hold.lost = True
                 return  # someone else holds it now: nothing of ours is left
+            if row[1] is None or row[1] <= now:
+                hold.lost = True  # it ran out before the close; its messages did too
             held = db.execute(
                 "SELECT seq, delivery_count FROM messages WHERE holder = ? AND token IS NOT NULL "
                 "ORDER BY seq",
@@ -793,7 +870,10 @@ class Store:
             f"SELECT {_COLUMNS} FROM messages WHERE queue = ? AND dead = 1 ORDER BY seq LIMIT ?",
             (queue, limit),
         ).fetchall()
-        return [self._received(queue, (*row[:12], None, *row[13:]), True, None) for row in rows]
+        times: dict[float, datetime] = {}
+        return [
+            self._received(queue, (*row[:12], None, *row[13:]), True, None, times) for row in rows
+        ]
 
     def purge_dead_letters(self, queue: str, now: float) -> int:
         with self._write() as db:

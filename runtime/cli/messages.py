@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from queue_runtime.client import QueueClient
+from queue_runtime.errors import SessionsNotSupportedError
 from queue_runtime.messages import Message, ReceivedMessage
 from queue_runtime.provider import SessionSupport
 
@@ -177,18 +178,24 @@ async def _take(args: argparse.Namespace, context: Context, settle: Settle) -> i
     """Receive up to ``--count`` messages, print them, then settle each."""
     client: QueueClient = await context.client()
     queue = args.queue
-    native = client.session_support(queue) is SessionSupport.NATIVE
-    if args.session is None and not native:
-        messages = await _collect(
-            lambda n, wait: client.receive_messages(queue, n, wait), args.count, args.timeout
-        )
-        return await _show(args, context, messages, settle)
-    session = await client.accept_session(queue, args.session, timeout=args.timeout)
-    if session is None:
-        return await _show(args, context, [], settle)
-    async with session:
-        messages = await _collect(session.receive_messages, args.count, args.timeout)
-        return await _show(args, context, messages, settle)
+    if args.session is not None or client.session_support(queue) is SessionSupport.NATIVE:
+        try:
+            session = await client.accept_session(queue, args.session, timeout=args.timeout)
+        except SessionsNotSupportedError:
+            if args.session is not None:
+                raise
+            # Azure without session_queues takes every queue for a session queue until
+            # the queue refuses a session receiver: then receive plainly
+        else:
+            if session is None:
+                return await _show(args, context, [], settle)
+            async with session:
+                messages = await _collect(session.receive_messages, args.count, args.timeout)
+                return await _show(args, context, messages, settle)
+    messages = await _collect(
+        lambda n, wait: client.receive_messages(queue, n, wait), args.count, args.timeout
+    )
+    return await _show(args, context, messages, settle)
 
 
 async def _collect(receive: Receive, count: int, timeout: float) -> list[ReceivedMessage]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -36,6 +36,12 @@ def _id(span: ReadableSpan) -> int:
     context: trace.SpanContext | None = span.context
     assert context is not None
     return context.span_id
+
+
+def _trace(span: ReadableSpan) -> int:
+    context: trace.SpanContext | None = span.context
+    assert context is not None
+    return context.trace_id
 
 
 def _parent(span: ReadableSpan) -> int | None:
@@ -140,3 +146,83 @@ async def test_a_running_bot_reports_handler_retries_sessions_and_circuits() -> 
         labels[telemetry.CIRCUIT]: point.value for labels, point in during[telemetry.CIRCUIT_STATE]
     }
     assert circuits == {"provider": 0, "Flaky": 0}  # closed
+
+
+@pytest.mark.parametrize("mode", ["emulated", "native"])
+@pytest.mark.parametrize("how", ["sdk", "no sdk"])
+async def test_a_handler_sees_the_messages_baggage_and_hands_it_on(mode: str, how: str) -> None:
+    upstream = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    options: dict[str, Any] = {}
+    if how == "sdk":
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+        options["tracer_provider"] = tracer_provider
+    provider = InMemoryProvider(qr.InMemoryConfig(session_mode=mode))  # type: ignore[arg-type]
+    client = qr.QueueClient(provider, **options)
+    assert client.telemetry.tracing is (how == "sdk")  # no test sets a global provider
+    tenants: list[object] = []
+
+    class Forwards(Handler):
+        event_types: ClassVar[tuple[str, ...]] = ("push",)
+
+        async def handle(self, event: Event) -> None:
+            tenants.append(baggage.get_baggage("tenant"))
+            await client.send_message("onward", qr.Message(b"{}"))
+
+    incoming = {"event_type": "push", "traceparent": upstream, "baggage": "tenant=acme"}
+    await provider.send(  # from an upstream service: straight to the queue
+        qr.QueueName(QUEUE), [qr.Message(b"{}", attributes=incoming, session_id="o/r/pull/1")]
+    )
+    async with Bot(client, QUEUE, [Forwards], receive_wait=0.05) as bot:
+        await wait_until(lambda: bot.stats().completed == 1)
+    [onward] = await client.receive_messages("onward", 1, timeout=0)
+    await client.aclose()
+
+    assert tenants == ["acme"]
+    assert onward.attributes["baggage"] == "tenant=acme"
+    assert onward.attributes["traceparent"].split("-")[1] == upstream.split("-")[1]
+
+
+@pytest.mark.parametrize("mode", ["emulated", "native"])
+async def test_every_message_is_settled_in_a_span_under_its_own_process_span(mode: str) -> None:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+
+    class Pushes(Handler):
+        event_types: ClassVar[tuple[str, ...]] = ("push",)
+
+        async def handle(self, event: Event) -> None:
+            return None
+
+    provider = InMemoryProvider(qr.InMemoryConfig(session_mode=mode))  # type: ignore[arg-type]
+    client = qr.QueueClient(
+        provider, tracer_provider=tracer_provider, meter_provider=meter_provider
+    )
+    sessions = 8
+    await client.send_messages(
+        QUEUE,
+        [
+            qr.Message(b"{}", attributes={"event_type": "push"}, session_id=f"o/r/pull/{n}")
+            for n in range(sessions)
+        ],
+    )
+    async with Bot(client, QUEUE, [Pushes], receive_wait=0.05) as bot:
+        await wait_until(lambda: bot.stats().completed == sessions)
+
+    spans = exporter.get_finished_spans()
+    processes = {_id(s): s for s in spans if s.name == f"process {QUEUE}"}
+    completes = [s for s in spans if s.name == f"complete {QUEUE}"]
+    assert len(processes) == sessions
+    assert sorted(_parent(s) or 0 for s in completes) == sorted(processes)  # one under each
+    for complete in completes:
+        assert _trace(complete) == _trace(processes[_parent(complete) or 0])
+    calls = sum(
+        point.count
+        for labels, point in _metric(reader, telemetry.OPERATION_DURATION)
+        if labels[telemetry.OPERATION_NAME] == "complete"
+    )
+    if mode == "emulated":  # the completions really were batched into fewer calls
+        assert calls < sessions

@@ -287,6 +287,34 @@ async def test_stale_repeated_and_foreign_receipts_are_refused_without_calling_s
     assert calls == ["DeleteMessage"]
 
 
+async def test_a_receipt_settled_here_is_refused_with_proof_of_how(
+    provider: SqsProvider, client: qr.QueueClient
+) -> None:
+    # a retried settle whose first answer was lost must learn that it took effect
+    await provider.create_queue("jobs.fifo")
+    await client.send_messages("jobs.fifo", [qr.Message(b"a", session_id="s") for _ in range(4)])
+    batch = await client.receive_messages("jobs.fifo", 10, timeout=2.0)
+    assert len(batch) == 4
+    await provider.complete(batch[0].receipt)
+    [result] = await provider.complete_many([batch[1].receipt])
+    assert result is None
+    await provider.dead_letter(batch[2].receipt, "Poison")
+    await provider.abandon(batch[3].receipt)  # kept in the group's buffer, without SQS
+
+    proofs = []
+    for message in batch:
+        with pytest.raises(qr.InvalidReceiptError) as refused:
+            await provider.complete(message.receipt)
+        proofs.append(refused.value.settled)
+    assert proofs == ["complete", "complete", "dead_letter", "abandon"]
+    again = await client.receive_message("jobs.fifo", timeout=2.0)
+    assert again is not None
+    await client.complete_message(again.receipt)
+    with pytest.raises(qr.InvalidReceiptError) as refused:
+        await provider.abandon(batch[3].receipt)  # superseded, and settled only by its abandon
+    assert refused.value.settled == "abandon"
+
+
 async def test_a_receipt_from_before_a_redelivery_is_refused(
     provider: SqsProvider, client: qr.QueueClient
 ) -> None:
@@ -357,6 +385,30 @@ async def test_a_failed_delete_after_the_copy_leaves_the_message_in_both_places(
     await asyncio.sleep(VISIBILITY + 0.5)
     [again] = await provider.receive(qr.QueueName("jobs"), 1, 2.0)
     assert again.body == b"keep me"
+
+
+async def test_a_message_dead_lettered_again_is_in_a_fifo_dlq_once(
+    provider: SqsProvider,
+) -> None:
+    # the first dead-lettering copied it and could not delete it (as when the delete's
+    # answer is lost): it comes back and is dead-lettered again, and SQS drops the
+    # second copy as a duplicate of the first
+    queue = qr.QueueName("jobs.fifo")
+    await provider.create_queue(queue)
+    await provider.send(queue, [qr.Message(b"poison", session_id="s")])
+    [message] = await provider.receive(queue, 1, 2.0)
+    await inject(provider, "DeleteMessage", fake_response(500, b'{"__type":"InternalError"}'))
+    with pytest.raises(qr.QueueError):
+        await provider.dead_letter(message.receipt, "Boom")
+    await asyncio.sleep(VISIBILITY + 0.5)
+    [again] = await provider.receive(queue, 1, 2.0)
+    assert again.message_id == message.message_id
+
+    await provider.dead_letter(again.receipt, "Boom")
+
+    letters = await provider.peek_dead_letters(queue, 10)
+    assert [letter.body for letter in letters] == [b"poison"]
+    assert await provider.receive(queue, 1, 0.5) == []
 
 
 async def test_a_failed_copy_deletes_nothing(provider: SqsProvider) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from azure.servicebus import ServiceBusSubQueue
@@ -644,3 +645,44 @@ def test_dead_letter_properties_packed_into_the_description_fit_the_limit() -> N
     assert text.startswith("ddd")
     assert text.endswith("...")
     assert unpack_description("plain text") == ("plain text", {})
+
+
+@pytest.mark.parametrize("sessions", [True, False])
+async def test_a_complete_whose_answer_was_lost_is_proven_done_only_in_a_held_session(
+    world: World, make_queue: Callable[..., str], sessions: bool
+) -> None:
+    # the service completes the message, the answer is lost: the SDK does not mark it
+    # settled, so the client's retry reaches the service, which says "lock lost"
+    from azure.servicebus.exceptions import ServiceBusConnectionError
+
+    queue = make_queue(sessions=sessions)
+    client = world.client()
+    await client.send_message(queue, qr.Message(b"x", session_id="s" if sessions else None))
+    session = await client.accept_session(queue, timeout=1.0) if sessions else None
+    if session is not None:
+        message = await session.receive_message(timeout=1.0)
+    else:
+        message = await client.receive_message(queue, timeout=1.0)
+    assert message is not None
+    native: Any = message.receipt.native
+    receiver: Any = native.receiver
+    settle = receiver.complete_message
+
+    async def complete_then_lose_the_answer(sb: Any) -> None:
+        await settle(sb)
+        sb._settled = False
+        receiver.complete_message = settle
+        raise ServiceBusConnectionError(message="connection reset after the request")
+
+    receiver.complete_message = complete_then_lose_the_answer
+
+    if sessions:  # the session is still ours: the earlier attempt completed it
+        await client.complete_message(message.receipt)
+    else:  # a plain message's lock may really have expired: not provable
+        with pytest.raises(qr.InvalidReceiptError) as refused:
+            await client.complete_message(message.receipt)
+        assert refused.value.settled is None
+    entity = world.bus.queue(queue).entity
+    assert (len(entity.records), len(entity.in_flight)) == (0, 0)  # completed, once
+    if session is not None:
+        await session.close()

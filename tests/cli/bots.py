@@ -1,9 +1,11 @@
 """Bots for the ``queue-runtime run`` tests, loaded by ``MODULE:BOT``.
 
 In-process tests read :data:`STARTED` to stop the bot they started; the
-subprocess test reads the handled message ids from the file named by
-``QR_TEST_HANDLED_FILE``. ``QR_TEST_QUEUE`` and ``QR_TEST_HANDLER_DELAY``
-(seconds per message) shape the bot.
+subprocess tests read the handled message ids from the file named by
+``QR_TEST_HANDLED_FILE`` (and those whose handling started from
+``QR_TEST_STARTED_FILE``). ``QR_TEST_QUEUE``, ``QR_TEST_HANDLER_DELAY``
+(seconds per message) and ``QR_TEST_CONCURRENCY`` (unordered messages
+handled at once) shape the bot.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ class Recorder(Handler):
     event_types = (WILDCARD,)
 
     async def handle(self, event: Event) -> None:
+        started = os.environ.get("QR_TEST_STARTED_FILE")
+        if started:
+            await asyncio.to_thread(_record, started, event.message_id)
         await asyncio.sleep(float(os.environ.get("QR_TEST_HANDLER_DELAY", "0")))
         HANDLED.append(event.message_id)
         path = os.environ.get("QR_TEST_HANDLED_FILE")
@@ -42,6 +47,7 @@ def make_bot(client: qr.QueueClient) -> Bot:
         router=lambda message: "job",
         receive_wait=0.2,
         drain_timeout=10.0,
+        unordered_concurrency=int(os.environ.get("QR_TEST_CONCURRENCY", "32")),
     )
     STARTED.append(bot)
     return bot

@@ -85,3 +85,117 @@ async def test_health_of_a_missing_azure_queue_is_unhealthy(
     assert result.code == ExitCode.FAILED
     assert "QueueNotFoundError" not in result.err  # a report, not an error
     assert result.out.startswith("unhealthy\n")
+
+
+async def _dead_letter(
+    client: qr.QueueClient, queue: str, message: qr.Message, reason: str
+) -> None:
+    await client.send_message(queue, message)
+    if message.session_id is None:
+        received = await client.receive_message(queue, timeout=2.0)
+        assert received is not None
+        await client.dead_letter_message(received.receipt, reason, f"{reason} failed")
+        return
+    session = await client.accept_session(queue, message.session_id, timeout=2.0)
+    assert session is not None
+    async with session:
+        received = await session.receive_message(timeout=2.0)
+        assert received is not None
+        await session.dead_letter_message(received.receipt, reason, f"{reason} failed")
+
+
+async def test_peek_gives_the_messages_back_at_once_on_plain_and_session_queues(
+    cli: Cli, azure: tuple[FakeServiceBus, qr.QueueClient]
+) -> None:
+    bus, client = azure
+    await client.send_message("jobs", qr.Message(b"look", message_id="m-1"))
+    await client.send_message(
+        "events", qr.Message(b"pr", message_id="m-2", session_id="o/r/pull/1")
+    )
+
+    plain = await cli("peek", "jobs", "--timeout", "2", client=client)
+    sessions = await cli("--json", "peek", "events", "--timeout", "2", client=client)
+
+    assert plain.code == sessions.code == ExitCode.OK, plain.err + sessions.err
+    assert "message m-1" in plain.out
+    assert "body (4 bytes): look" in plain.out
+    [record] = sessions.json()
+    assert (record["message_id"], record["session_id"], record["body"]) == (
+        "m-2",
+        "o/r/pull/1",
+        "pr",
+    )
+    # no lock to wait out (the virtual clock has not moved): both are there again
+    assert bus.active_count("jobs") == 1
+    again = await client.receive_message("jobs", timeout=0.5)
+    assert again is not None
+    assert again.delivery_count == 2  # a peek counts as a delivery, as documented
+    session = await client.accept_session("events", "o/r/pull/1", timeout=0.5)
+    assert session is not None
+    async with session:
+        taken = await session.receive_message(timeout=0.5)
+        assert taken is not None
+        assert (taken.message_id, taken.delivery_count) == ("m-2", 2)
+
+
+async def test_peek_of_a_session_another_consumer_holds_fails_with_one_line(
+    cli: Cli, azure: tuple[FakeServiceBus, qr.QueueClient]
+) -> None:
+    _, client = azure
+    await client.send_message("events", qr.Message(b"pr", session_id="o/r/pull/1"))
+    holder = await client.accept_session("events", "o/r/pull/1", timeout=0.5)
+    assert holder is not None
+    try:
+        result = await cli(
+            "peek", "events", "--session", "o/r/pull/1", "--timeout", "1", client=client
+        )
+    finally:
+        await holder.close()
+
+    assert result.code == ExitCode.FAILED
+    assert "locked by another" in result.err
+    assert "Traceback" not in result.err
+    assert client.circuit.state is qr.CircuitState.CLOSED
+
+
+async def test_dlq_list_requeue_and_purge_through_azure(
+    cli: Cli, azure: tuple[FakeServiceBus, qr.QueueClient]
+) -> None:
+    _, client = azure
+    await _dead_letter(client, "jobs", qr.Message(b"v", message_id="m-v"), "ValueError")
+    await _dead_letter(client, "jobs", qr.Message(b"k", message_id="m-k"), "KeyError")
+    await _dead_letter(
+        client, "events", qr.Message(b"s", message_id="m-s", session_id="o/r/pull/9"), "KeyError"
+    )
+
+    listed = await cli("--json", "dlq", "list", "jobs", client=client)
+    human = await cli("dlq", "list", "events", "--body", client=client)
+    requeued = await cli("dlq", "requeue", "jobs", "--reason", "KeyError", "-y", client=client)
+    requeued_session = await cli("--json", "dlq", "requeue", "events", "--yes", client=client)
+    purged = await cli("--json", "dlq", "purge", "jobs", "--yes", client=client)
+
+    for result in (listed, human, requeued, requeued_session, purged):
+        assert result.code == ExitCode.OK, result.err
+    assert sorted((r["message_id"], r["dead_letter_reason"]) for r in listed.json()) == [
+        ("m-k", "KeyError"),
+        ("m-v", "ValueError"),
+    ]
+    assert "dead_letter_reason: KeyError" in human.out
+    assert "dead_letter_description: KeyError failed" in human.out
+    assert "body (1 bytes): s" in human.out
+    assert requeued.out == "requeued 1 to jobs\n"
+    assert requeued_session.json() == {"queue": "events", "requeued": 1}
+    assert purged.json() == {"queue": "jobs", "purged": 1}  # the ValueError one
+    assert await client.peek_dead_letters("jobs") == []
+    assert await client.peek_dead_letters("events") == []
+
+    back = await client.receive_message("jobs", timeout=0.5)
+    assert back is not None
+    assert (back.message_id, back.body) == ("m-k", b"k")
+    assert back.attributes.get("queue_runtime.requeue_count") == "1"
+    session = await client.accept_session("events", "o/r/pull/9", timeout=0.5)
+    assert session is not None  # requeued into its own session
+    async with session:
+        again = await session.receive_message(timeout=0.5)
+        assert again is not None
+        assert (again.message_id, again.body) == ("m-s", b"s")

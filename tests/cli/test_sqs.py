@@ -4,14 +4,15 @@ In-process runs build the client from the configuration exactly as the
 console script does (``--provider aws --endpoint-url ... --region ...`` plus
 credentials in the environment). The cross-process tests run
 ``python -m queue_runtime.cli`` in subprocesses: what one command sends,
-another receives, and ``run`` stops gracefully on SIGTERM without losing a
-message.
+another receives, and ``run`` stops gracefully on SIGTERM and SIGINT without
+losing a message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -267,3 +268,72 @@ async def test_run_stops_gracefully_on_sigterm_and_loses_no_message(
     except TimeoutError:
         pytest.fail(f"lost messages: {sorted(set(ids) - handled - remaining)}")
     assert remaining, "the bot was stopped mid-stream, so some messages must be left"
+
+
+async def test_run_stops_gracefully_on_sigint_finishing_handlers_and_giving_back_the_rest(
+    sqs: qr.QueueClient, tmp_path: Path
+) -> None:
+    ids = [f"m-{i:03d}" for i in range(120)]
+    await sqs.send_messages(QUEUE, [qr.Message(b"job", message_id=i) for i in ids])
+    started_file, handled_file = tmp_path / "started.txt", tmp_path / "handled.txt"
+    env = _child_env(
+        {
+            # long: a message visible right after the exit was given back, not expired
+            "QUEUE_RUNTIME_AWS_VISIBILITY_TIMEOUT": "60",
+            "QR_TEST_QUEUE": QUEUE,
+            "QR_TEST_HANDLER_DELAY": "1.0",
+            "QR_TEST_CONCURRENCY": "4",  # four at a time: the rest of each batch waits
+            "QR_TEST_STARTED_FILE": str(started_file),
+            "QR_TEST_HANDLED_FILE": str(handled_file),
+        }
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "queue_runtime.cli",
+        "run",
+        "tests.cli.bots:make_bot",
+        *_aws_options(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        await wait_until(lambda: started_file.exists() and bool(started_file.read_text().strip()))
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        async with asyncio.timeout(60):
+            _, raw_err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    visible, in_flight = await queue_depth(sqs, QUEUE)  # at once: long before a lock expires
+
+    err = raw_err.decode()
+    assert process.returncode == ExitCode.OK, err  # docs/operations.md: exits 0
+    assert "Traceback" not in err, err
+    assert "KeyboardInterrupt" not in err, err
+    started = set(started_file.read_text().split())
+    handled = set(handled_file.read_text().split())
+    assert started
+    assert started == handled  # every handler running at the signal finished
+    counts = re.search(r"stopped gracefully: received (\d+), completed (\d+)", err)
+    assert counts is not None, err
+    received, completed = int(counts[1]), int(counts[2])
+    assert completed == len(handled)
+    assert received > completed, "nothing was prefetched: the proof proves nothing"
+    assert (visible, in_flight) == (len(ids) - len(handled), 0)  # the prefetched are back
+    left = {m.message_id for m in await _drain(sqs, QUEUE)}
+    assert left == set(ids) - handled  # none handled twice, none lost
+
+
+async def queue_depth(client: qr.QueueClient, queue: str) -> tuple[int, int]:
+    """(visible, in flight) messages of ``queue`` as SQS counts them, without receiving."""
+    provider = client.provider
+    assert isinstance(provider, SqsProvider)
+    sqs = await provider.client()
+    url = (await sqs.get_queue_url(QueueName=queue))["QueueUrl"]
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    attributes = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names))["Attributes"]
+    return int(attributes[names[0]]), int(attributes[names[1]])

@@ -108,6 +108,38 @@ async def test_a_locked_session_cannot_be_accepted_by_a_second_consumer(
     await holder.close()
 
 
+async def test_contention_for_a_held_session_leaves_the_client_usable(harness: Harness) -> None:
+    queue = await harness.queue()
+    client = harness.client
+    await client.send_message(queue, qr.Message(b"held", session_id="busy"))
+    holder = await client.accept_session(queue, "busy", timeout=5.0)
+    assert holder is not None
+    await client.send_message(queue, qr.Message(b"free", session_id="other"))
+
+    # more contended accepts than the breaker's failure threshold
+    for _ in range(client.config.circuit_breaker.failure_threshold + 1):
+        started = harness.now()
+        with pytest.raises(qr.SessionLockedError):
+            await client.accept_session(queue, "busy", timeout=0.2)
+        spent = (harness.now() - started).total_seconds()
+        assert spent <= 0.2 + 0.5, f"a contended accept took {spent:.2f} s for a 0.2 s timeout"
+
+    assert client.circuit.state is qr.CircuitState.CLOSED
+    other = await client.accept_session(queue, timeout=5.0)  # the client still works
+    assert other is not None
+    assert other.session_id == "other"
+    message = await other.receive_message(timeout=5.0)
+    assert message is not None
+    assert message.body == b"free"
+    await other.complete_message(message.receipt)
+    await other.close()
+
+    await holder.close()
+    again = await client.accept_session(queue, "busy", timeout=5.0)
+    assert again is not None  # released: the contended session is taken at once
+    await again.close()
+
+
 async def test_next_available_session_picks_one_with_messages(harness: Harness) -> None:
     queue = await harness.queue()
     await harness.client.send_message(queue, qr.Message(b"waiting", session_id="ready"))

@@ -7,10 +7,11 @@ through the default chain, or ``QUEUE_PROVIDER=sqlite`` with
 
     python -m tests.reliability.bot_process QUEUE --log PATH [--handle-delay S]
         [--drain-timeout S] [--receive-wait S] [--max-in-flight N]
-        [--faults RATE --fault-seed N] [--stats PATH] [--ready PATH]
+        [--faults RATE --fault-seed N] [--stats PATH] [--ready PATH] [--no-handler-circuit]
 
 Its handler takes event type ``e`` with a JSON body ``{"seq": n}`` and
-appends a ``start`` and an ``end`` line per handling to the shared
+appends a ``start`` and an ``end`` line per handling (a message with a
+``poison`` attribute only a ``start``: it raises) to the shared
 :mod:`~tests.reliability.handling_log`, sleeping ``--handle-delay`` seconds in
 between. ``bot.run()`` runs until SIGTERM/SIGINT; then the bot's counters (and
 the fault counts) are written as JSON to ``--stats``.
@@ -55,13 +56,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fault-seed", type=int, default=None)
     parser.add_argument("--stats", type=Path, default=None, help="write the counters here")
     parser.add_argument(
+        "--no-handler-circuit", action="store_true", help="every handler failure is charged"
+    )
+    parser.add_argument(
         "--ready", type=Path, default=None, help="created once connected, as the bot starts"
     )
     return parser.parse_args(argv)
 
 
+class Poison(Exception):
+    """What the handler raises for a message with a ``poison`` attribute."""
+
+
 def recorder(log: HandlingLog, delay: float) -> type[Handler]:
-    """The handler class: log the start, take ``delay`` seconds, log the end."""
+    """The handler class: log the start, take ``delay`` seconds, log the end (a message
+    with a ``poison`` attribute raises :class:`Poison` after its start instead)."""
 
     class Recorder(Handler):
         event_types: ClassVar[tuple[str, ...]] = (EVENT_TYPE,)
@@ -70,6 +79,8 @@ def recorder(log: HandlingLog, delay: float) -> type[Handler]:
             seq = int(event.json()["seq"])
             session = event.session_id or "-"
             log.write("start", session, seq, event.message_id)
+            if event.attributes.get("poison"):
+                raise Poison("always fails")
             if delay > 0:
                 await asyncio.sleep(delay)
             log.write("end", session, seq, event.message_id)
@@ -99,6 +110,7 @@ async def run(args: argparse.Namespace, config: qr.QueueConfig) -> None:
         receive_wait=args.receive_wait,
         max_in_flight=args.max_in_flight,
         retry=qr.RetryPolicy(max_attempts=2, initial_delay=0.01, jitter=0.0),
+        handler_circuit=qr.CircuitBreakerConfig(enabled=not args.no_handler_circuit),
     )
     try:
         if args.ready is not None:

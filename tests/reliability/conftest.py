@@ -138,8 +138,12 @@ class Backend:
 
 @pytest.fixture(params=["sqs", "sqlite"])
 def backend(request: pytest.FixtureRequest) -> Backend:
-    """The proof's queue on SQS (moto server) or in a sqlite file (default settings)."""
-    chosen: Backend = request.getfixturevalue(f"{request.param}_backend")
+    """The proof's queue on SQS (moto server), or in a sqlite file: default settings
+    (emulated sessions, like SQS FIFO), or (``sqlite-native``, for proofs that ask for
+    it with an indirect parametrization) native sessions, where every bot process
+    accepts sessions and the session locks in the file keep them apart."""
+    name = str(request.param).replace("-", "_")
+    chosen: Backend = request.getfixturevalue(f"{name}_backend")
     return chosen
 
 
@@ -159,8 +163,20 @@ def sqs_backend(sqs: SqsProvider, publisher: qr.QueueClient) -> Backend:
 
 @pytest.fixture
 async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    async for backend in _sqlite_backend(tmp_path, "emulated"):
+        yield backend
+
+
+@pytest.fixture
+async def sqlite_native_backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    async for backend in _sqlite_backend(tmp_path, "native"):
+        yield backend
+
+
+async def _sqlite_backend(tmp_path: Path, session_mode: str) -> AsyncIterator[Backend]:
     path = tmp_path / "queues.db"
-    provider = SqliteProvider(qr.SqliteConfig(path=str(path)))
+    config = qr.SqliteConfig(path=str(path), session_mode=session_mode)  # type: ignore[arg-type]
+    provider = SqliteProvider(config)
     client = qr.QueueClient(provider, qr.QueueConfig(provider=provider.config))
 
     async def depth(queue: str) -> tuple[int, int]:
@@ -171,11 +187,17 @@ async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Backend]:
 
     try:
         yield Backend(
-            "sqlite",
+            f"sqlite, {session_mode} sessions",
             client,
             provider.create_queue,
             depth,
-            lambda lock: sqlite_bot_environment(path, lock_duration=lock),
+            lambda lock: sqlite_bot_environment(
+                path,
+                lock_duration=lock,
+                QUEUE_RUNTIME_SQLITE_SESSION_MODE=session_mode,
+                # a killed bot's sessions come back as soon as its messages do
+                QUEUE_RUNTIME_SQLITE_SESSION_LOCK_DURATION=str(lock),
+            ),
         )
     finally:
         await client.aclose()

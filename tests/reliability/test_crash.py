@@ -39,6 +39,7 @@ def first_handling_order(entries: list[Entry]) -> dict[str, list[int]]:
 
 
 @pytest.mark.timeout(150)
+@pytest.mark.parametrize("backend", ["sqs", "sqlite", "sqlite-native"], indirect=True)
 async def test_a_bot_killed_mid_stream_loses_nothing_and_keeps_first_handling_order(
     backend: Backend, tmp_path: Path, log_path: Path
 ) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+import orjson
 
 import queue_runtime as qr
 from queue_runtime.providers.aws import SqsProvider
@@ -25,6 +28,22 @@ def messages(sessions: int, per_session: int, *, blocks: bool = False) -> list[q
         qr.Message.from_json({"seq": n}, session_id=f"s{s}", attributes={"event_type": EVENT_TYPE})
         for s, n in order
     ]
+
+
+def poisoned(sent: list[qr.Message], every: int) -> list[qr.Message]:
+    """``sent`` with every ``every``-th message, counted session by session in ``seq``
+    order, marked poison (a ``poison`` attribute: the handler raises). Spread so: a
+    session holds at most one, and messages after it in its session wait for it."""
+    order = sorted(range(len(sent)), key=lambda i: (sent[i].session_id or "", _seq(sent[i])))
+    chosen = {i for k, i in enumerate(order) if k % every == every - 1}
+    return [
+        replace(m, attributes={**m.attributes, "poison": "1"}) if i in chosen else m
+        for i, m in enumerate(sent)
+    ]
+
+
+def _seq(message: qr.Message) -> int:
+    return int(orjson.loads(message.body)["seq"])
 
 
 async def wait_until(

@@ -5,7 +5,9 @@ file see and respect each other's work."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -231,3 +233,88 @@ async def test_scheduled_messages_wait_in_the_file_across_a_restart(
 
     assert early == []
     assert late.body == b"tick"
+
+
+async def test_the_event_loop_runs_on_while_a_call_waits_for_another_processs_lock(
+    open_provider: OpenProvider, db_path: Path
+) -> None:
+    provider = open_provider(busy_timeout=1.0)
+    await provider.send(Q, [qr.Message(b"x")])
+    locker = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN IMMEDIATE")  # another process's long write
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.create_task(tick())
+    try:
+        started = time.monotonic()
+        with pytest.raises(qr.OperationTimeoutError):
+            await provider.send(Q, [qr.Message(b"waits for the lock")])
+        waited = time.monotonic() - started
+    finally:
+        ticking.cancel()
+        locker.execute("ROLLBACK")
+        locker.close()
+
+    assert waited >= 0.9  # it waited out busy_timeout ...
+    assert ticks >= 30  # ... on the worker thread: the loop went round all the while
+
+
+async def test_a_batch_complete_answers_per_receipt_in_one_transaction(
+    open_provider: OpenProvider,
+) -> None:
+    provider, other = open_provider(), open_provider()
+    await provider.send(Q, [qr.Message(b"a"), qr.Message(b"b")])
+    first, second = await provider.receive(Q, 2, timeout=1.0)
+    await provider.complete(second.receipt)
+    await other.send(Q, [qr.Message(b"theirs")])
+    [theirs] = await other.receive(Q, 1, timeout=1.0)
+
+    results = await provider.complete_many([first.receipt, second.receipt, theirs.receipt])
+
+    assert results[0] is None
+    assert isinstance(results[1], qr.InvalidReceiptError)  # settled already
+    assert isinstance(results[2], qr.InvalidReceiptError)  # another provider's receipt
+    assert await provider.stats(Q) == (0, 1, 0, 0)  # only the other provider's is left
+    await other.complete(theirs.receipt)
+
+
+async def test_a_batch_above_the_limit_is_refused_whole(open_provider: OpenProvider) -> None:
+    provider = open_provider(max_batch_size=3)
+
+    with pytest.raises(qr.BatchTooLargeError):
+        await provider.send(Q, [qr.Message(f"{i}".encode()) for i in range(4)])
+
+    assert await provider.stats(Q) == (0, 0, 0, 0)
+
+
+def _readme_config(folder: Path) -> qr.QueueConfig:
+    """The README's sqlite TOML block, loaded, with its file moved into ``folder``."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## The sqlite provider", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    file = folder / "queue.toml"
+    file.write_text(block.replace("/var/lib/mybot/queues.db", str(folder / "q.db")))
+    return qr.load_config(file, env={})
+
+
+async def test_the_readme_configuration_selects_a_working_provider_through_the_registry(
+    tmp_path: Path,
+) -> None:
+    config = _readme_config(tmp_path)
+
+    async with await qr.create_client(config) as client:
+        await client.send_message("jobs", qr.Message(b"via the registry"))
+        received = await client.receive_message("jobs", timeout=1.0)
+        assert received is not None
+        await client.complete_message(received.receipt)
+
+    assert isinstance(config.provider, qr.SqliteConfig)
+    assert client.provider_type is qr.ProviderType.SQLITE
+    assert received.body == b"via the registry"
+    assert await asyncio.to_thread((tmp_path / "q.db").is_file)

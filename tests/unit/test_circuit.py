@@ -46,20 +46,20 @@ def test_default_config_matches_spec() -> None:
 
 def test_starts_closed_and_allows_calls(breaker: CircuitBreaker) -> None:
     assert state_of(breaker) is CircuitState.CLOSED
-    breaker.check()
+    breaker.admit()
 
 
 def test_four_consecutive_failures_keep_it_closed(breaker: CircuitBreaker) -> None:
     fail(breaker, 4)
     assert state_of(breaker) is CircuitState.CLOSED
-    breaker.check()
+    breaker.admit()
 
 
 def test_fifth_consecutive_failure_opens_it(breaker: CircuitBreaker) -> None:
     fail(breaker, 5)
     assert state_of(breaker) is CircuitState.OPEN
     with pytest.raises(qr.CircuitOpenError):
-        breaker.check()
+        breaker.admit()
 
 
 def test_success_resets_the_failure_count(breaker: CircuitBreaker) -> None:
@@ -76,7 +76,7 @@ def test_open_check_raises_with_remaining_seconds(
 ) -> None:
     open_circuit(breaker)
     with pytest.raises(qr.CircuitOpenError) as info:
-        breaker.check(operation="send", queue="orders")
+        breaker.admit(operation="send", queue="orders")
     assert info.value.retry_after == pytest.approx(30.0)
     assert info.value.operation == "send"
     assert info.value.queue == "orders"
@@ -84,7 +84,7 @@ def test_open_check_raises_with_remaining_seconds(
 
     clock.advance(12.5)
     with pytest.raises(qr.CircuitOpenError) as info:
-        breaker.check()
+        breaker.admit()
     assert info.value.retry_after == pytest.approx(17.5)
 
 
@@ -93,7 +93,7 @@ def test_stays_open_until_recovery_timeout(breaker: CircuitBreaker, clock: qr.Ma
     clock.advance(29.9)
     assert state_of(breaker) is CircuitState.OPEN
     with pytest.raises(qr.CircuitOpenError) as info:
-        breaker.check()
+        breaker.admit()
     assert info.value.retry_after == pytest.approx(0.1)
 
 
@@ -103,7 +103,7 @@ def test_becomes_half_open_after_thirty_seconds(
     open_circuit(breaker)
     clock.advance(30.0)
     assert state_of(breaker) is CircuitState.HALF_OPEN
-    breaker.check()  # probes are let through
+    breaker.admit()  # probes are let through
 
 
 def test_half_open_closes_after_three_successes(
@@ -142,7 +142,7 @@ def test_any_half_open_failure_reopens(
     breaker.record_failure()
     assert state_of(breaker) is CircuitState.OPEN
     with pytest.raises(qr.CircuitOpenError) as info:
-        breaker.check()
+        breaker.admit()
     # a full new recovery period starts at the reopening
     assert info.value.retry_after == pytest.approx(30.0)
 
@@ -172,6 +172,51 @@ def test_half_open_success_count_starts_fresh_each_time(
     assert state_of(breaker) is CircuitState.HALF_OPEN
 
 
+def test_half_open_admits_at_most_success_threshold_trials_at_once(
+    breaker: CircuitBreaker, clock: qr.ManualClock
+) -> None:
+    open_circuit(breaker)
+    clock.advance(30.0)
+    trials = [breaker.admit(), breaker.admit(), breaker.admit()]
+    assert trials == [True, True, True]
+    assert breaker.trials == 3
+    with pytest.raises(qr.CircuitOpenError) as info:
+        breaker.admit(operation="receive", queue="orders")  # a fourth one fails fast
+    assert "half-open" in str(info.value)
+    assert (info.value.operation, info.value.queue) == ("receive", "orders")
+    assert breaker.try_admit() is None
+
+    breaker.record_success()  # one trial succeeded: its slot is free again
+    breaker.release(True)
+    assert breaker.admit() is True
+    with pytest.raises(qr.CircuitOpenError):
+        breaker.admit()
+
+
+def test_a_trial_ending_without_a_verdict_frees_its_slot(
+    breaker: CircuitBreaker, clock: qr.ManualClock
+) -> None:
+    open_circuit(breaker)
+    clock.advance(30.0)
+    for _ in range(3):
+        breaker.admit()
+    for _ in range(3):
+        breaker.release(True)  # e.g. cancelled, or a permanent error: neither success nor failure
+    assert state_of(breaker) is CircuitState.HALF_OPEN
+    assert [breaker.admit() for _ in range(3)] == [True, True, True]
+
+
+def test_closed_and_disabled_breakers_admit_plain_calls_without_limit(
+    clock: qr.ManualClock,
+) -> None:
+    closed = CircuitBreaker(CircuitBreakerConfig(), clock)
+    disabled = CircuitBreaker(CircuitBreakerConfig(enabled=False), clock)
+    fail(disabled, 50)
+    assert [closed.admit() for _ in range(10)] == [False] * 10
+    assert [disabled.admit() for _ in range(10)] == [False] * 10
+    assert closed.trials == disabled.trials == 0
+
+
 def test_custom_thresholds(clock: qr.ManualClock) -> None:
     breaker = CircuitBreaker(
         CircuitBreakerConfig(failure_threshold=2, recovery_timeout=5.0, success_threshold=1),
@@ -187,7 +232,7 @@ def test_custom_thresholds(clock: qr.ManualClock) -> None:
 def test_disabled_breaker_never_fails_fast(clock: qr.ManualClock) -> None:
     breaker = CircuitBreaker(CircuitBreakerConfig(enabled=False), clock)
     fail(breaker, 50)
-    breaker.check()  # no CircuitOpenError
+    breaker.admit()  # no CircuitOpenError
 
 
 def test_disabled_breaker_never_reports_open(clock: qr.ManualClock) -> None:

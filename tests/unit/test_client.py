@@ -163,6 +163,64 @@ async def test_permanent_fault_is_not_retried(
     assert info.value.queue == QUEUE
 
 
+@pytest.mark.parametrize("operation", ["complete", "abandon", "dead_letter"])
+async def test_a_settle_whose_answer_was_lost_is_done_when_retried(
+    client: qr.QueueClient, provider: InMemoryProvider, operation: str
+) -> None:
+    # the first attempt takes effect and its answer is lost; the retry finds the
+    # receipt settled, and the provider proves it was by this very operation
+    await client.send_message(QUEUE, qr.Message(b"x"))
+    received = await client.receive_message(QUEUE, timeout=0)
+    assert received is not None
+    provider.faults.drop_next(operation)
+
+    async def settle() -> None:
+        if operation == "complete":
+            await client.complete_message(received.receipt)
+        elif operation == "abandon":
+            await client.abandon_message(received.receipt)
+        else:
+            await client.dead_letter_message(received.receipt, "Poison")
+
+    await settle()  # no InvalidReceiptError
+
+    assert provider.faults.injected == 1
+    stats = provider.stats(QUEUE)
+    assert (stats.active, stats.in_flight, stats.dead_lettered) == (
+        int(operation == "abandon"),
+        0,
+        int(operation == "dead_letter"),
+    )
+    with pytest.raises(qr.InvalidReceiptError) as refused:  # the caller's own second try
+        await settle()
+    assert refused.value.settled == operation
+
+
+async def test_a_batch_complete_whose_answer_was_lost_is_done_when_retried(
+    client: qr.QueueClient, provider: InMemoryProvider
+) -> None:
+    await client.send_messages(QUEUE, [qr.Message(b"1"), qr.Message(b"2")])
+    batch = await client.receive_messages(QUEUE, 10, timeout=0)
+    provider.faults.drop_next("complete")  # the first receipt's entry: done, answer lost
+
+    assert await client.complete_messages([m.receipt for m in batch]) == [None, None]
+    assert provider.stats(QUEUE).in_flight == 0
+
+
+async def test_an_abandon_is_not_taken_for_a_complete(
+    client: qr.QueueClient, provider: InMemoryProvider
+) -> None:
+    await client.send_message(QUEUE, qr.Message(b"x"))
+    received = await client.receive_message(QUEUE, timeout=0)
+    assert received is not None
+    await client.abandon_message(received.receipt)
+    provider.faults.fail_next("complete")  # a transient failure, then the retry
+
+    with pytest.raises(qr.InvalidReceiptError) as refused:
+        await client.complete_message(received.receipt)
+    assert refused.value.settled == "abandon"
+
+
 async def test_retries_exhausted_reraise_the_last_error(
     client: qr.QueueClient, provider: InMemoryProvider, send_spy: SendSpy
 ) -> None:
@@ -233,6 +291,76 @@ async def test_open_circuit_also_blocks_other_operations(
     with pytest.raises(qr.CircuitOpenError):
         await client.receive_messages(QUEUE, timeout=0)
     assert receive_spy.requested == []
+
+
+async def test_a_half_open_circuit_lets_only_success_threshold_calls_try_at_once(
+    provider: InMemoryProvider, clock: qr.ManualClock, receive_spy: ReceiveSpy
+) -> None:
+    client = qr.QueueClient(provider, qr.QueueConfig(retry=qr.RetryPolicy.never()), clock=clock)
+    for _ in range(5):
+        client.circuit.record_failure()
+    clock.advance(30.0)  # half-open: three trials allowed
+
+    # six receives at once on an empty queue: each trial waits out its 0.2 s
+    results = await asyncio.gather(
+        *(client.receive_messages(QUEUE, timeout=0.2) for _ in range(6)), return_exceptions=True
+    )
+
+    assert results.count([]) == 3
+    rejected = [r for r in results if isinstance(r, qr.CircuitOpenError)]
+    assert len(rejected) == 3
+    assert len(receive_spy.requested) == 3  # the rest never reached the provider
+    assert state_of(client) is CircuitState.CLOSED  # three trial successes closed it
+    assert await client.receive_messages(QUEUE, timeout=0) == []
+    assert client.circuit.trials == 0
+
+
+async def test_a_cancelled_trial_gives_its_slot_back(
+    provider: InMemoryProvider, clock: qr.ManualClock
+) -> None:
+    client = qr.QueueClient(provider, qr.QueueConfig(retry=qr.RetryPolicy.never()), clock=clock)
+    for _ in range(5):
+        client.circuit.record_failure()
+    clock.advance(30.0)
+    trials = [asyncio.ensure_future(client.receive_messages(QUEUE, timeout=5.0)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert client.circuit.trials == 3
+    for trial in trials:
+        trial.cancel()
+    await asyncio.gather(*trials, return_exceptions=True)
+
+    assert client.circuit.trials == 0
+    assert state_of(client) is CircuitState.HALF_OPEN
+    assert await client.receive_messages(QUEUE, timeout=0) == []  # a slot is free again
+
+
+async def test_a_named_session_released_within_the_timeout_is_accepted() -> None:
+    async with await qr.create_client(qr.InMemoryConfig()) as client:
+        holder = await client.accept_session(QUEUE, "o/r/pull/1", timeout=0)
+        assert holder is not None
+        waiting = asyncio.ensure_future(client.accept_session(QUEUE, "o/r/pull/1", timeout=5.0))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # held: it waits, rather than failing at once
+        started = time.monotonic()
+        await holder.close()
+        taken = await waiting
+        assert taken is not None
+        assert time.monotonic() - started < 1.0
+        await taken.close()
+
+
+async def test_a_contended_named_session_is_not_retried_past_its_timeout() -> None:
+    async with await qr.create_client(qr.InMemoryConfig()) as client:
+        holder = await client.accept_session(QUEUE, "o/r/pull/1", timeout=0)
+        assert holder is not None
+        started = time.monotonic()
+        with pytest.raises(qr.SessionLockedError):
+            await client.accept_session(QUEUE, "o/r/pull/1", timeout=0)  # asks once
+        with pytest.raises(qr.SessionLockedError):
+            await client.accept_session(QUEUE, "o/r/pull/1", timeout=0.3)
+        assert time.monotonic() - started < 0.3 + 0.3
+        assert state_of(client) is CircuitState.CLOSED
+        await holder.close()
 
 
 async def test_permanent_failures_do_not_open_the_circuit(

@@ -49,6 +49,7 @@ KEY1 = bytes(range(32))
 KEY2 = bytes(range(100, 132))
 SESSION = "octo/repo/pull/7"
 CORRELATION = "corr-1"
+MESSAGE = "m1"
 
 
 def engine(
@@ -64,12 +65,15 @@ def engine(
 
 
 async def seal(crypto: MessageCrypto, body: bytes = b"hello, world") -> bytes:
-    return await crypto.encrypt(body, session_id=SESSION, correlation_id=CORRELATION)
+    return await crypto.encrypt(
+        body, session_id=SESSION, correlation_id=CORRELATION, message_id=MESSAGE
+    )
 
 
 async def unseal(crypto: MessageCrypto, envelope: bytes, **kwargs: object) -> bytes:
     kwargs.setdefault("session_id", SESSION)
     kwargs.setdefault("correlation_id", CORRELATION)
+    kwargs.setdefault("message_id", MESSAGE)
     return await crypto.decrypt(envelope, **kwargs)  # type: ignore[arg-type]
 
 
@@ -97,13 +101,13 @@ async def test_the_header_follows_the_wire_format() -> None:
     crypto = engine()
     envelope = await seal(crypto, b"abc")
     assert envelope[:4] == b"QRE1"
-    assert envelope[4] == 1
+    assert envelope[4] == 2
     assert envelope[5] == 2
     assert envelope[6:8] == b"k1"
     (stamp,) = struct.unpack(">q", envelope[20:28])
     assert stamp == int(START)
     parsed = decode_envelope(envelope)
-    assert (parsed.version, parsed.key_id, parsed.encrypted_at) == (1, "k1", int(START))
+    assert (parsed.version, parsed.key_id, parsed.encrypted_at) == (2, "k1", int(START))
     assert parsed.nonce == envelope[8:20]
     assert parsed.header == envelope[:28]
     assert len(parsed.sealed) == 3 + 16
@@ -111,8 +115,44 @@ async def test_the_header_follows_the_wire_format() -> None:
 
 
 def test_associated_data_is_the_header_and_length_prefixed_ids() -> None:
-    assert associated_data(b"HDR", "s", "cc") == b"HDR\0\0\0\x01s\0\0\0\x02cc"
-    assert associated_data(b"HDR", None, None) == b"HDR" + bytes(8)
+    assert associated_data(b"HDR", "s", "cc", "mid") == b"HDR\0\0\0\x01s\0\0\0\x02cc\0\0\0\x03mid"
+    assert associated_data(b"HDR", None, None) == b"HDR" + bytes(12)
+    # version 1 (spec §8 as first written): the message id is not authenticated
+    assert associated_data(b"HDR", "s", "cc", "mid", version=1) == b"HDR\0\0\0\x01s\0\0\0\x02cc"
+    assert associated_data(b"HDR", None, None, version=1) == b"HDR" + bytes(8)
+
+
+async def test_version_1_envelopes_are_written_on_request_and_still_read() -> None:
+    old_writer = engine(envelope_version=1)
+    envelope = await seal(old_writer)
+    assert envelope[4] == 1
+    assert decode_envelope(envelope).version == 1
+    assert await unseal(engine(), envelope) == b"hello, world"  # a queued v1 message survives
+
+
+async def test_a_copy_under_another_message_id_fails_the_tag() -> None:
+    crypto = engine()
+    envelope = await seal(crypto)
+    for message_id in ("m2", "", None, MESSAGE + " "):
+        with pytest.raises(DecryptionFailedError):
+            await unseal(crypto, envelope, message_id=message_id)
+    assert await unseal(crypto, envelope) == b"hello, world"
+
+
+async def test_version_1_does_not_authenticate_the_message_id() -> None:
+    # the gap version 2 closes: documented, and only there for messages queued before it
+    envelope = await seal(engine(envelope_version=1))
+    assert await unseal(engine(), envelope, message_id="m2") == b"hello, world"
+
+
+async def test_downgrading_a_version_2_envelope_to_version_1_fails_the_tag() -> None:
+    # the version byte is in the authenticated header: a downgrade cannot drop the message id
+    tampered = bytearray(await seal(engine()))
+    tampered[4] = 1
+    with pytest.raises(DecryptionFailedError):
+        await unseal(engine(), bytes(tampered), message_id="m2")
+    with pytest.raises(DecryptionFailedError):
+        await unseal(engine(), bytes(tampered))
 
 
 def test_is_encrypted_looks_at_the_marker_only() -> None:
@@ -209,9 +249,10 @@ async def test_wrong_key_bytes_fail_decryption() -> None:
         await unseal(engine(), await seal(sender))
 
 
-async def test_version_2_is_unsupported() -> None:
+@pytest.mark.parametrize("version", [0, 3, 255])
+async def test_unknown_versions_are_unsupported(version: int) -> None:
     envelope = bytearray(await seal(engine()))
-    envelope[4] = 2
+    envelope[4] = version
     with pytest.raises(UnsupportedVersionError):
         await unseal(engine(), bytes(envelope))
 
@@ -268,15 +309,21 @@ def test_random_bytes_after_the_marker_only_raise_crypto_errors(
     crypto = engine(track_nonces=True)
 
     @FUZZ
-    @given(st.sampled_from([b"", b"\x01", b"\x01\x02k1", b"\x02"]), st.binary(max_size=120))
+    @given(
+        st.sampled_from([b"", b"\x01", b"\x01\x02k1", b"\x02", b"\x02\x02k1", b"\x03"]),
+        st.binary(max_size=120),
+    )
     def check(prefix: bytes, data: bytes) -> None:
         _decrypt_only_raises_crypto_errors(loop, crypto, MAGIC + prefix + data)
 
     check()
 
 
-def test_mutated_envelopes_only_raise_crypto_errors(loop: asyncio.AbstractEventLoop) -> None:
-    crypto = engine()
+@pytest.mark.parametrize("version", [1, 2])
+def test_mutated_envelopes_only_raise_crypto_errors(
+    loop: asyncio.AbstractEventLoop, version: int
+) -> None:
+    crypto = engine(envelope_version=version)
     envelope = loop.run_until_complete(seal(crypto, b"payload"))
 
     @FUZZ
@@ -352,8 +399,13 @@ async def test_a_replayed_envelope_is_rejected_when_nonces_are_tracked() -> None
     await unseal(crypto, envelope, message_id="m1")
     with pytest.raises(NonceReusedError):
         await unseal(crypto, envelope, message_id="m1")
-    with pytest.raises(NonceReusedError):  # a copy under another id is a replay too
+    with pytest.raises(DecryptionFailedError):  # a copy under another id fails the tag
         await unseal(crypto, envelope, message_id="m2", redelivery=True)
+    old = engine(track_nonces=True, envelope_version=1)
+    legacy = await seal(old)
+    await unseal(old, legacy, message_id="m1")
+    with pytest.raises(NonceReusedError):  # version 1: such a copy is caught as a replay
+        await unseal(old, legacy, message_id="m2", redelivery=True)
 
 
 async def test_a_redelivery_of_the_same_message_is_not_a_replay() -> None:
@@ -614,6 +666,7 @@ def test_crypto_config_defaults_follow_the_spec() -> None:
         track_nonces=False,
         nonce_cache_ttl=600.0,
         nonce_cache_size=100_000,
+        envelope_version=2,
     )
     assert qr.QueueConfig().crypto == config
 
@@ -628,6 +681,10 @@ def test_crypto_config_defaults_follow_the_spec() -> None:
         ({"nonce_cache_ttl": -1}, "crypto.nonce_cache_ttl"),
         ({"nonce_cache_size": 0}, "crypto.nonce_cache_size"),
         ({"track_nonces": 1}, "crypto.track_nonces"),
+        ({"envelope_version": 3}, "crypto.envelope_version"),
+        ({"envelope_version": 0}, "crypto.envelope_version"),
+        ({"envelope_version": True}, "crypto.envelope_version"),
+        ({"envelope_version": "2"}, "crypto.envelope_version"),
     ],
 )
 def test_crypto_config_validates(settings_: dict[str, object], field: str) -> None:
@@ -641,7 +698,11 @@ def test_crypto_section_loads_from_toml_env_and_code(tmp_path: object) -> None:
 
     path = Path(str(tmp_path)) / "queue.toml"
     path.write_text('[crypto]\nenabled = true\nplaintext_policy = "allow_with_alert"\n')
-    env = {"QUEUE_RUNTIME_CRYPTO_MAX_MESSAGE_AGE": "120", "QUEUE_RUNTIME_CRYPTO_TRACK_NONCES": "1"}
+    env = {
+        "QUEUE_RUNTIME_CRYPTO_MAX_MESSAGE_AGE": "120",
+        "QUEUE_RUNTIME_CRYPTO_TRACK_NONCES": "1",
+        "QUEUE_RUNTIME_CRYPTO_ENVELOPE_VERSION": "1",
+    }
     config = load_config(path, env=env, crypto={"nonce_cache_size": 10})
     assert config.crypto == CryptoConfig(
         enabled=True,
@@ -649,6 +710,7 @@ def test_crypto_section_loads_from_toml_env_and_code(tmp_path: object) -> None:
         max_message_age=120.0,
         track_nonces=True,
         nonce_cache_size=10,
+        envelope_version=1,
     )
     assert load_config(env={"QUEUE_RUNTIME_CRYPTO_PLAINTEXT_POLICY": "REJECT"}).crypto == (
         CryptoConfig(plaintext_policy=PlaintextPolicy.REJECT)

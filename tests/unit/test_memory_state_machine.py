@@ -31,7 +31,8 @@ from queue_runtime.errors import (
     SessionNotFoundError,
 )
 from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
-from queue_runtime.providers.memory import InMemoryProvider, MemorySessionReceiver
+from queue_runtime.provider import SessionProvider, SessionReceiver
+from queue_runtime.providers.memory import InMemoryProvider, QueueStats
 
 T = TypeVar("T")
 
@@ -63,7 +64,7 @@ class ModelMessage:
 
 @dataclass
 class ModelReceiver:
-    receiver: MemorySessionReceiver
+    receiver: SessionReceiver
     session: str
     locked_until: float
     state: Literal["active", "lost", "closed"] = "active"
@@ -88,16 +89,9 @@ class MemoryProviderMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.clock = ManualClock()
-        self.provider = InMemoryProvider(
-            InMemoryConfig(
-                session_mode=self.session_mode,
-                lock_duration=LOCK,
-                session_lock_duration=SESSION_LOCK,
-                max_delivery_count=MAX_DELIVERIES,
-            ),
-            clock=self.clock,
-        )
-        self.run(self.provider.create_queue(QUEUE))
+        self.provider = self.make_provider()
+        provider: Any = self.provider
+        self.run(provider.create_queue(QUEUE))  # every provider here can create queues
         self.messages: dict[str, ModelMessage] = {}
         self.issued: list[Issued] = []
         self.receivers: list[ModelReceiver] = []
@@ -110,6 +104,32 @@ class MemoryProviderMachine(RuleBasedStateMachine):
             self.run(self.provider.aclose())
         finally:
             self.loop.close()
+
+    # -- the provider under test (other providers' machines override these) -----
+
+    def make_provider(self) -> SessionProvider:
+        return InMemoryProvider(
+            InMemoryConfig(
+                session_mode=self.session_mode,
+                lock_duration=LOCK,
+                session_lock_duration=SESSION_LOCK,
+                max_delivery_count=MAX_DELIVERIES,
+            ),
+            clock=self.clock,
+        )
+
+    def queue_stats(self) -> QueueStats:
+        assert isinstance(self.provider, InMemoryProvider)
+        return self.provider.stats(QUEUE)
+
+    def pending_ids(self) -> list[str]:
+        """The ids of the messages waiting, oldest first."""
+        assert isinstance(self.provider, InMemoryProvider)
+        return [m.message_id for m in self.provider.pending_messages(QUEUE)]
+
+    def dead_letters(self) -> list[ReceivedMessage]:
+        assert isinstance(self.provider, InMemoryProvider)
+        return self.provider.dead_letter_messages(QUEUE)
 
     # -- helpers ----------------------------------------------------------------
 
@@ -355,8 +375,8 @@ class MemoryProviderMachine(RuleBasedStateMachine):
     # -- rules: settling with a receipt that must not work ---------------------
 
     def assert_rejected_without_change(self, issued: Issued, operation: str) -> None:
-        before = self.provider.stats(QUEUE)
-        pending_before = [m.message_id for m in self.provider.pending_messages(QUEUE)]
+        before = self.queue_stats()
+        pending_before = self.pending_ids()
         expected = self.expected_error(issued)
         calls: dict[str, Callable[[], Coroutine[Any, Any, object]]] = {
             "complete": lambda: self.provider.complete(issued.receipt),
@@ -366,8 +386,8 @@ class MemoryProviderMachine(RuleBasedStateMachine):
         }
         with pytest.raises(expected):
             self.run(calls[operation]())
-        assert self.provider.stats(QUEUE) == before
-        assert [m.message_id for m in self.provider.pending_messages(QUEUE)] == pending_before
+        assert self.queue_stats() == before
+        assert self.pending_ids() == pending_before
 
     @precondition(lambda self: bool(self.dead_receipts()))
     @rule(
@@ -491,7 +511,7 @@ class MemoryProviderMachine(RuleBasedStateMachine):
 
     @invariant()
     def counts_add_up(self) -> None:
-        stats = self.provider.stats(QUEUE)
+        stats = self.queue_stats()
         pending = self.with_status("pending")
         in_flight = self.with_status("in_flight")
         completed = self.with_status("completed")
@@ -504,12 +524,12 @@ class MemoryProviderMachine(RuleBasedStateMachine):
 
     @invariant()
     def pending_messages_match_in_send_order(self) -> None:
-        got = [m.message_id for m in self.provider.pending_messages(QUEUE)]
+        got = self.pending_ids()
         assert got == [m.message_id for m in self.with_status("pending")]
 
     @invariant()
     def dead_letters_match_with_counts(self) -> None:
-        got = {m.message_id: m for m in self.provider.dead_letter_messages(QUEUE)}
+        got = {m.message_id: m for m in self.dead_letters()}
         dead = {m.message_id: m for m in self.with_status("dead")}
         assert got.keys() == dead.keys()
         for message_id, received in got.items():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, context, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -253,6 +253,76 @@ async def test_a_failed_settle_is_an_error_span_with_its_type_and_no_stack_trace
     assert "exception.stacktrace" not in (event.attributes or {})
 
 
+async def test_a_batch_completion_is_one_settle_span_per_message_in_its_own_context(
+    otel: Otel,
+) -> None:
+    tracer = otel.tracer_provider.get_tracer("test")
+    provider = InMemoryProvider(clock=qr.ManualClock())
+    async with otel.client(provider) as client:
+        await client.send_messages("orders", [qr.Message(b"%d" % n) for n in range(3)])
+        first, second, third = await client.receive_messages("orders", 3, timeout=0)
+        await client.complete_message(second.receipt)  # the batch's second entry will fail
+        otel.exporter.clear()
+        parents = [tracer.start_span(f"process {n}") for n in range(3)]  # one per caller
+        provider.faults.fail_next("complete")  # the first entry fails transiently: retried
+        results = await client.complete_messages(
+            [first.receipt, second.receipt, third.receipt],
+            contexts=[trace.set_span_in_context(parent) for parent in parents],
+        )
+        for parent in parents:
+            parent.end()
+
+    assert results[0] is None
+    assert results[2] is None
+    assert isinstance(results[1], qr.InvalidReceiptError)
+    spans = {_parent_id(span): span for span in otel.spans("complete orders")}
+    assert len(spans) == 3  # one per message, each under its own caller's span
+    ordered = [spans[parent.get_span_context().span_id] for parent in parents]
+    assert [span.status.status_code for span in ordered] == [
+        StatusCode.UNSET,  # its retry worked, inside the same span
+        StatusCode.ERROR,
+        StatusCode.UNSET,
+    ]
+    assert (ordered[1].attributes or {})["error.type"] == "InvalidReceiptError"
+    assert all(span.kind is SpanKind.CLIENT for span in ordered)
+    assert otel.total(telemetry.COMPLETED, queue="orders") == 1 + 2
+
+
+async def test_a_batch_completion_settles_in_the_current_context_by_default(
+    otel: Otel,
+) -> None:
+    async with otel.client() as client:
+        await client.send_messages("orders", [qr.Message(b"a"), qr.Message(b"b")])
+        batch = await client.receive_messages("orders", 2, timeout=0)
+        tracer = otel.tracer_provider.get_tracer("test")
+        with tracer.start_as_current_span("outer") as outer:
+            await client.complete_messages([m.receipt for m in batch])
+        with pytest.raises(qr.ValidationError, match="contexts"):
+            await client.complete_messages([m.receipt for m in batch], contexts=[None])
+
+    spans = otel.spans("complete orders")
+    assert [_parent_id(span) for span in spans] == [outer.get_span_context().span_id] * 2
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqs", "azure"])  # batch requests; one by one
+async def test_each_message_of_a_batch_completion_is_settled_in_its_context(
+    otel: Otel, kind: str
+) -> None:
+    tracer = otel.tracer_provider.get_tracer("test")
+    async with _client_on(kind, otel) as (client, queue):
+        await client.send_messages(queue, [qr.Message(b"a"), qr.Message(b"b")])
+        batch = await client.receive_messages(queue, 2, timeout=1.0)
+        parents = [tracer.start_span(f"process {n}") for n in range(2)]
+        await client.complete_messages(
+            [m.receipt for m in batch], contexts=[trace.set_span_in_context(p) for p in parents]
+        )
+
+    spans = otel.spans(f"complete {queue}")
+    assert sorted(_parent_id(span) or 0 for span in spans) == sorted(
+        parent.get_span_context().span_id for parent in parents
+    )
+
+
 async def test_processing_that_succeeds_on_a_retry_is_not_an_error(otel: Otel) -> None:
     async with otel.client() as client:
         await client.send_messages("orders", [qr.Message(b"a"), qr.Message(b"b")])
@@ -287,6 +357,109 @@ async def test_an_exception_leaving_processing_marks_it_failed(otel: Otel) -> No
     span = otel.span("process orders")
     assert span.status.status_code is StatusCode.ERROR
     assert (span.attributes or {})["error.type"] == "KeyError"
+
+
+# -- an incoming trace context and its baggage, handed on ----------------------------
+
+INCOMING = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+"""A traceparent from an upstream service (not made by any tracer of this test)."""
+
+
+def _client_traced(how: str, otel: Otel) -> qr.QueueClient:
+    """A client with an SDK, with the API's no-op tracer provider, or with no SDK at all."""
+    provider = InMemoryProvider(clock=qr.ManualClock())
+    if how == "sdk":
+        return otel.client(provider)
+    if how == "noop tracer":  # tracing is on, but every span is the API's non-recording one
+        return qr.QueueClient(provider, tracer_provider=trace.NoOpTracerProvider())
+    client = qr.QueueClient(provider)  # the global providers: none set in this process
+    assert not client.telemetry.tracing, "a test set a global tracer provider"
+    return client
+
+
+async def _hand_on(
+    client: qr.QueueClient, attributes: dict[str, str]
+) -> tuple[object, dict[str, str]]:
+    """Process a message an upstream service sent with ``attributes`` (straight to the
+    provider: no tracer of ours saw it) and send onward from the handler's context, as
+    the bot's handler actor does; the baggage the handler saw and what the onward
+    message carries."""
+    await client.provider.send(qr.QueueName("in"), [qr.Message(b"x", attributes=attributes)])
+    [message] = await client.receive_messages("in", 1, timeout=0)
+    with client.telemetry.process(message) as processing:
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def handler() -> object:  # another task, as the handler actor's is
+            with activate(await inbox.get()):
+                await client.send_message("out", qr.Message(b"y"))
+                return baggage.get_baggage("tenant")
+
+        task = asyncio.create_task(handler())
+        inbox.put_nowait(processing.trace_context)
+        tenant = await task
+        processing.outcome = "completed"
+    [forwarded] = await client.receive_messages("out", 1, timeout=0)
+    return tenant, dict(forwarded.attributes)
+
+
+@pytest.mark.parametrize("how", ["sdk", "noop tracer", "no sdk"])
+async def test_incoming_baggage_reaches_the_handler_and_its_onward_sends(
+    otel: Otel, how: str
+) -> None:
+    async with _client_traced(how, otel) as client:
+        tenant, onward = await _hand_on(
+            client, {"traceparent": INCOMING, "baggage": "tenant=acme,plan=gold"}
+        )
+
+    assert tenant == "acme"
+    assert onward["baggage"] == "tenant=acme,plan=gold"
+    trace_id = INCOMING.split("-")[1]
+    assert onward["traceparent"].split("-")[1] == trace_id  # the same trace, continued
+    if how == "sdk":  # the onward send's own span, a descendant of the process span
+        send = otel.span("send out")
+        assert onward["traceparent"].split("-")[2] == f"{_context(send).span_id:016x}"
+        assert _parent_id(send) == _context(otel.span("process in")).span_id
+    else:  # nothing recorded here: the incoming context is handed on as it came
+        assert onward["traceparent"] == INCOMING
+
+
+@pytest.mark.parametrize("how", ["sdk", "noop tracer", "no sdk"])
+async def test_baggage_without_a_trace_is_handed_on_too(otel: Otel, how: str) -> None:
+    async with _client_traced(how, otel) as client:
+        tenant, onward = await _hand_on(client, {"baggage": "tenant=acme"})
+
+    assert tenant == "acme"
+    assert onward["baggage"] == "tenant=acme"
+    assert ("traceparent" in onward) is (how == "sdk")  # only an SDK starts a trace
+
+
+@pytest.mark.parametrize("how", ["sdk", "no sdk"])
+async def test_the_handler_gets_the_messages_baggage_not_the_consumers(
+    otel: Otel, how: str
+) -> None:
+    async with _client_traced(how, otel) as client:
+        token = context.attach(baggage.set_baggage("consumer", "mine"))
+        try:  # the consumer's own baggage, current where the message is received
+            await client.provider.send(
+                qr.QueueName("in"), [qr.Message(b"x", attributes={"baggage": "tenant=acme"})]
+            )
+            [message] = await client.receive_messages("in", 1, timeout=0)
+            with client.telemetry.process(message) as processing:
+                seen = dict(baggage.get_all(processing.trace_context))
+                processing.outcome = "completed"
+        finally:
+            context.detach(token)
+
+    assert seen == {"tenant": "acme"}
+
+
+async def test_a_message_without_baggage_leaves_none_in_the_handler(otel: Otel) -> None:
+    async with _client_traced("no sdk", otel) as client:
+        tenant, onward = await _hand_on(client, {"traceparent": INCOMING})
+
+    assert tenant is None
+    assert "baggage" not in onward
+    assert onward["traceparent"] == INCOMING
 
 
 # -- trace context and the size limit and encryption ----------------------------------
@@ -479,6 +652,11 @@ def test_error_type_keeps_class_names_and_hides_free_text() -> None:
     assert telemetry.error_type("X" * 65) == "_OTHER"
 
 
+def test_the_apis_no_op_tracer_provider_starts_no_spans_at_all() -> None:
+    assert Telemetry("memory", tracer_provider=trace.NoOpTracerProvider()).tracing is False
+    assert Telemetry("memory", tracer_provider=TracerProvider()).tracing is True
+
+
 def test_telemetry_repr_names_the_system() -> None:
     assert repr(Telemetry("servicebus")) == "Telemetry(system='servicebus')"
 
@@ -547,23 +725,26 @@ def test_without_an_sdk_an_incoming_trace_context_is_handed_on_unchanged() -> No
         """
         import asyncio
         import queue_runtime as qr
+        from opentelemetry import baggage
         from queue_runtime.telemetry import activate
 
         PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
         async def main():
             async with await qr.create_client(qr.InMemoryConfig()) as client:
-                incoming = qr.Message(b"x", attributes={"traceparent": PARENT})
-                await client.send_message("in", incoming)
+                incoming = {"traceparent": PARENT, "baggage": "tenant=acme"}
+                await client.send_message("in", qr.Message(b"x", attributes=incoming))
                 [message] = await client.receive_messages("in", 1, timeout=0)
                 with client.telemetry.process(message) as processing:
                     with activate(processing.trace_context):   # as the handler would
+                        tenant = baggage.get_baggage("tenant")
                         await client.send_message("out", qr.Message(b"y"))
                     processing.outcome = "completed"
                 [forwarded] = await client.receive_messages("out", 1, timeout=0)
-                print(client.telemetry.tracing, forwarded.attributes.get("traceparent") == PARENT)
+                print(client.telemetry.tracing, forwarded.attributes.get("traceparent") == PARENT,
+                      tenant, forwarded.attributes.get("baggage"))
 
         asyncio.run(main())
         """
     )
-    assert output == "False True"
+    assert output == "False True acme tenant=acme"

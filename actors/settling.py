@@ -1,0 +1,68 @@
+"""Settling a handled message, again after a transient failure, until it is settled.
+
+The client retries a failed settle with its retry policy; when those attempts
+are spent, the bot tries a few more rounds while the message's lock lasts.
+A message that is given up comes back: handled again, and on a session its
+later messages must come back behind it, each losing a delivery.
+
+A settle whose answer was lost took effect. Its retry then finds the receipt
+gone; providers that can prove the receipt was settled that way say so
+(:attr:`~queue_runtime.errors.InvalidReceiptError.settled`), and after a
+transient failure that counts as done.
+
+Example:
+    >>> import asyncio
+    >>> from queue_runtime.errors import ConnectionFailedError, InvalidReceiptError
+    >>> answers = [
+    ...     ConnectionFailedError("answer lost"),
+    ...     InvalidReceiptError("gone", settled="complete"),
+    ... ]
+    >>> async def complete() -> None:
+    ...     raise answers.pop(0)
+    >>> async def main() -> None:
+    ...     await settle_in_rounds(complete, "complete", rounds=3, pause=lambda n: asyncio.sleep(0))
+    >>> asyncio.run(main())  # the first round took effect: done
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from queue_runtime.errors import InvalidReceiptError, QueueError
+
+__all__ = ["SETTLE_ROUNDS", "settle_in_rounds"]
+
+SETTLE_ROUNDS = 3
+"""Client calls made for one settle at most (each with the client's own retries)."""
+
+
+async def settle_in_rounds(
+    settle: Callable[[], Awaitable[None]],
+    operation: str,
+    *,
+    rounds: int = SETTLE_ROUNDS,
+    pause: Callable[[int], Awaitable[object]],
+    stopping: Callable[[], bool] = lambda: False,
+) -> None:
+    """Call ``settle`` (the ``operation``: complete, abandon, dead_letter) until it works.
+
+    After a transient failure, ``pause(round)`` is awaited and it is called
+    again, at most ``rounds`` times in all, and not once ``stopping()``. An
+    ``InvalidReceiptError`` proving the receipt was settled by ``operation``
+    after a transient failure means an earlier round took effect: done. Raises
+    the last error otherwise.
+    """
+    uncertain = False
+    for round in range(1, rounds + 1):
+        try:
+            await settle()
+            return
+        except InvalidReceiptError as error:
+            if uncertain and error.settled == operation:
+                return  # an earlier round took effect; only its answer was lost
+            raise
+        except QueueError as error:
+            if not error.transient or round == rounds or stopping():
+                raise
+            uncertain = True
+        await pause(round)
