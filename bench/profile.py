@@ -38,7 +38,7 @@ from typing import Any
 
 import queue_runtime as qr
 from bench import bot, overhead
-from queue_runtime.actors import Bot
+from queue_runtime.bot import Bot
 
 RUNS = 3
 INTERVAL = 0.001

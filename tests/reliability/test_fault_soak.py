@@ -18,7 +18,7 @@ from typing import ClassVar
 import pytest
 
 import queue_runtime as qr
-from queue_runtime.actors import Bot, BotStats, Event, Handler
+from queue_runtime.bot import Bot, BotStats, Event, Handler
 from queue_runtime.providers.aws import SqsProvider
 from queue_runtime.providers.memory import InMemoryProvider
 

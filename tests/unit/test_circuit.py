@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 import queue_runtime as qr
-from queue_runtime.actors.circuits import HandlerCircuit
+from queue_runtime.bot.circuits import HandlerCircuit
 from queue_runtime.circuit import CircuitBreaker, CircuitBreakerConfig, CircuitState
 
 

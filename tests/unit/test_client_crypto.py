@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import pytest
 
 import queue_runtime as qr
-from queue_runtime.actors import Bot, Event, Handler
+from queue_runtime.bot import Bot, Event, Handler
 from queue_runtime.crypto import ENVELOPE_OVERHEAD, decode_envelope
 from queue_runtime.providers.memory import InMemoryProvider
 
