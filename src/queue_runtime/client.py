@@ -8,7 +8,7 @@ timeout. Providers only translate.
 
 With ``QueueConfig(crypto=CryptoConfig(enabled=True))`` and a
 :class:`~queue_runtime.crypto.KeyProvider` (``keys=``), bodies are encrypted on
-send and decrypted on receive, transparently (spec §8). A message that cannot
+send and decrypted on receive, transparently (docs/design.md#encryption). A message that cannot
 be decrypted (or a plaintext one under ``PlaintextPolicy.REJECT``) is never
 dropped and never fails its batch: it is returned in place as an
 :class:`~queue_runtime.crypto.UndecryptableMessage` carrying the error and its

@@ -6,7 +6,7 @@ correlation id, the key id and the encryption time are *authenticated*
 (associated data), so moving an envelope to another session or changing its
 timestamp makes it fail to decrypt.
 
-Wire format (spec §8, big-endian)::
+Wire format (docs/design.md#encryption, big-endian)::
 
     offset  size  field
     0       4     magic b"QRE1"

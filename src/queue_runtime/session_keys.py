@@ -1,4 +1,4 @@
-"""Session-key strategies: which messages must be handled in order (spec §6).
+"""Session-key strategies: which messages must be handled in order (docs/design.md#session-keys).
 
 Messages with the same session id are handled one at a time, in send order;
 different sessions run concurrently. A *strategy* derives the session id from

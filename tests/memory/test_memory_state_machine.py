@@ -4,7 +4,7 @@ The machine drives an :class:`InMemoryProvider` (over a :class:`ManualClock`)
 with random sends, receives, settlements, clock moves and session work, and
 keeps a model of where every message must be. After every step it checks
 that the provider agrees with the model (stats, pending list, DLQ), and on
-every hand-out it checks the delivery rules of spec §4 directly: per-session
+every hand-out it checks the rules of docs/design.md#delivery-contract directly: per-session
 send order, group blocking, delivery counts that only go up, receipts that
 stop working once their lock is gone.
 """
@@ -228,7 +228,7 @@ class MemoryProviderMachine(RuleBasedStateMachine):
         return None if best is None else best[1]
 
     def check_hand_out(self, batch: list[ReceivedMessage], holder: int | None) -> None:
-        """Spec §4 rules on a batch, independent of the model's batch prediction."""
+        """The delivery contract's rules on a batch, independent of the model's prediction."""
         ids = [m.message_id for m in batch]
         for position, received in enumerate(batch):
             model = self.messages[received.message_id]

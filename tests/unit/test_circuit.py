@@ -1,4 +1,7 @@
-"""Circuit breaker state machine (spec §7) driven by a manual clock."""
+"""Circuit breaker state machine, driven by a manual clock.
+
+The numbers: docs/design.md#retry-and-poison-messages.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""QueueClient with encryption on, end to end over the in-memory provider (spec §8)."""
+"""QueueClient with encryption on, end to end over the in-memory provider.
+
+The envelope and its checks: docs/design.md#encryption.
+"""
 
 from __future__ import annotations
 

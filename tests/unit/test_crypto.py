@@ -1,4 +1,7 @@
-"""Envelope format, keys, providers and the checks of spec §8 (queue_runtime.crypto)."""
+"""queue_runtime.crypto: the envelope format, keys, key providers and the receive checks.
+
+The format and the order of the checks: docs/design.md#encryption.
+"""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Per-handler circuit breakers: when a handler's downstream is down, wait instead of failing.
 
-Each handler class has a :class:`HandlerCircuit` (spec §7 thresholds by
-default: open after 5 consecutive failures, half-open after 30 s, closed
-after 3 successes). Every exception a handler raises counts as a failure,
-except permanent ones (they are about the message, not the dependency) and
-repeated failures of one message: "consecutive failures" means failures of
-that many *different* messages with no success in between, so that one
+Each handler class has a :class:`HandlerCircuit` (with the thresholds of
+docs/design.md#retry-and-poison-messages by default: open after 5 consecutive failures,
+half-open after 30 s, closed after 3 successes). Every exception a handler raises counts
+as a failure, except permanent ones (they are about the message, not the dependency) and
+repeated failures of one message: "consecutive failures" means failures of that many
+*different* messages with no success in between, so that one
 poison message retrying cannot open the circuit on its own.
 
 While a handler's circuit is open:

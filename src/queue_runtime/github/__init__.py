@@ -3,7 +3,7 @@
 * :func:`webhook_to_message` checks ``X-Hub-Signature-256`` and builds the
   :class:`~queue_runtime.Message` (delivery id as message id, event type in the
   ``event_type`` attribute, session id per pull request or issue).
-* :class:`GitHubSessions` is the session-key strategy behind it (spec §6).
+* :class:`GitHubSessions` is the session-key strategy behind it (docs/design.md#session-keys).
 * :mod:`queue_runtime.github.events` builds realistic deliveries for tests.
 
 See ``docs/github.md`` for an ASGI endpoint.

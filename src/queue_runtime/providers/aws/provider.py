@@ -570,10 +570,10 @@ class SqsProvider:
         """Whole seconds to long-poll SQS for.
 
         As configured (``wait_time``), ending by the deadline: SQS waits in whole
-        seconds, so a poll may end up to ``POLL_SLACK`` after it (spec §4.10
-        allows 100 ms). No long poll while this provider holds messages of a
-        FIFO queue: SQS hands out nothing of their groups until we settle them,
-        and the next poll goes out when we do (see :meth:`_poll`).
+        seconds, so a poll may end up to ``POLL_SLACK`` after it (rule 10 of
+        docs/design.md#delivery-contract allows 100 ms). No long poll while this
+        provider holds messages of a FIFO queue: SQS hands out nothing of their groups
+        until we settle them, and the next poll goes out when we do (see :meth:`_poll`).
         """
         if state.grouped and state.groups:
             return 0
