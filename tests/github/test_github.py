@@ -17,19 +17,19 @@ from queue_runtime.github import (
     GitHubSessions,
     InvalidWebhookError,
     WebhookSignatureError,
-    events,
     sign,
     verify_signature,
     webhook_to_message,
 )
 from queue_runtime.session_keys import CompositeKey, MessageFields, NoOrdering
+from queue_runtime.testing import github_events
 
 SECRET = "whsec-Zq8!kP2-do-not-leak"
-EVENT = events.pull_request("opened", number=42, repo="octo/repo")
+EVENT = github_events.pull_request("opened", number=42, repo="octo/repo")
 
 
 def signed(
-    event: events.WebhookEvent = EVENT, secret: str = SECRET, **changes: str | None
+    event: github_events.WebhookEvent = EVENT, secret: str = SECRET, **changes: str | None
 ) -> dict[str, str]:
     """Headers GitHub would send, with some replaced (``None`` removes one)."""
     headers = event.headers(secret, delivery_id="delivery-1")
@@ -213,7 +213,7 @@ def test_attributes_carry_event_type_delivery_hook_and_action() -> None:
 
 
 def test_events_without_action_or_hook_id_get_no_such_attribute() -> None:
-    push = events.push(repo="octo/repo")
+    push = github_events.push(repo="octo/repo")
     message = webhook_to_message(signed(push, X_GitHub_Hook_ID=None), push.body, SECRET)
     assert set(message.attributes) == {"event_type", "github.delivery"}
 
@@ -275,21 +275,24 @@ def test_form_encoded_delivery_without_one_json_payload_is_invalid(body: bytes) 
 @pytest.mark.parametrize(
     ("event", "session_id"),
     [
-        (events.pull_request("synchronize", number=42, repo="octo/repo"), "octo/repo/pull/42"),
-        (events.pull_request_review(number=5, repo="octo/repo"), "octo/repo/pull/5"),
-        (events.issues("opened", number=7, repo="octo/repo"), "octo/repo/issues/7"),
-        (events.issue_comment(number=7, repo="octo/repo"), "octo/repo/issues/7"),
         (
-            events.issue_comment(number=42, repo="octo/repo", on_pull_request=True),
+            github_events.pull_request("synchronize", number=42, repo="octo/repo"),
             "octo/repo/pull/42",
         ),
-        (events.push(repo="octo/repo"), "octo/repo"),
-        (events.check_run(repo="octo/repo", pull_requests=[9, 10]), "octo/repo/pull/9"),
-        (events.check_run(repo="octo/repo"), "octo/repo"),
+        (github_events.pull_request_review(number=5, repo="octo/repo"), "octo/repo/pull/5"),
+        (github_events.issues("opened", number=7, repo="octo/repo"), "octo/repo/issues/7"),
+        (github_events.issue_comment(number=7, repo="octo/repo"), "octo/repo/issues/7"),
+        (
+            github_events.issue_comment(number=42, repo="octo/repo", on_pull_request=True),
+            "octo/repo/pull/42",
+        ),
+        (github_events.push(repo="octo/repo"), "octo/repo"),
+        (github_events.check_run(repo="octo/repo", pull_requests=[9, 10]), "octo/repo/pull/9"),
+        (github_events.check_run(repo="octo/repo"), "octo/repo"),
     ],
 )
 def test_session_id_follows_the_pull_request_or_issue(
-    event: events.WebhookEvent, session_id: str
+    event: github_events.WebhookEvent, session_id: str
 ) -> None:
     assert event.message().session_id == session_id
     message = webhook_to_message(event.headers(SECRET), event.body, SECRET)
@@ -311,31 +314,33 @@ def test_other_github_events_follow_the_documented_rules(
     event_type: str, payload: dict[str, Any], session_id: str
 ) -> None:
     full = {**payload, "repository": {"full_name": "o/r"}}
-    assert events.WebhookEvent.from_payload(event_type, full).message().session_id == session_id
+    assert (
+        github_events.WebhookEvent.from_payload(event_type, full).message().session_id == session_id
+    )
 
 
 def test_events_without_a_repository_have_no_session() -> None:
-    installation = events.WebhookEvent.from_payload("installation", {"action": "created"})
+    installation = github_events.WebhookEvent.from_payload("installation", {"action": "created"})
     assert installation.message().session_id is None
 
 
 def test_comments_on_a_pull_request_stay_in_order_with_it() -> None:
     sessions = {
-        events.pull_request("opened", number=8).message().session_id,
-        events.issue_comment(number=8, on_pull_request=True).message().session_id,
-        events.pull_request_review(number=8).message().session_id,
-        events.check_run(pull_requests=[8]).message().session_id,
-        events.pull_request("closed", number=8, merged=True).message().session_id,
+        github_events.pull_request("opened", number=8).message().session_id,
+        github_events.issue_comment(number=8, on_pull_request=True).message().session_id,
+        github_events.pull_request_review(number=8).message().session_id,
+        github_events.check_run(pull_requests=[8]).message().session_id,
+        github_events.pull_request("closed", number=8, merged=True).message().session_id,
     }
     assert sessions == {"octo-org/hello-world/pull/8"}
 
 
 async def test_a_pull_requests_events_arrive_in_one_session_in_send_order() -> None:
     sent = [
-        events.pull_request("opened", number=8).message(delivery_id="d-1"),
-        events.issue_comment(number=8, on_pull_request=True).message(delivery_id="d-2"),
-        events.issues("opened", number=8).message(delivery_id="d-3"),  # another session
-        events.pull_request("closed", number=8).message(delivery_id="d-4"),
+        github_events.pull_request("opened", number=8).message(delivery_id="d-1"),
+        github_events.issue_comment(number=8, on_pull_request=True).message(delivery_id="d-2"),
+        github_events.issues("opened", number=8).message(delivery_id="d-3"),  # another session
+        github_events.pull_request("closed", number=8).message(delivery_id="d-4"),
     ]
     async with await qr.create_client(qr.InMemoryConfig()) as client:
         await client.send_messages("github-events", sent)
@@ -358,36 +363,38 @@ def test_overrides_replace_the_rule_of_an_event_type() -> None:
     sessions = GitHubSessions(
         overrides={"push": CompositeKey(("repository.full_name", "ref"), separator="@")}
     )
-    push = events.push(repo="octo/repo", ref="refs/heads/dev")
+    push = github_events.push(repo="octo/repo", ref="refs/heads/dev")
     assert push.message(sessions=sessions).session_id == "octo/repo@refs/heads/dev"
-    issue = events.issues(number=3, repo="octo/repo")
+    issue = github_events.issues(number=3, repo="octo/repo")
     assert issue.message(sessions=sessions).session_id == "octo/repo/issues/3"
 
 
 def test_override_with_no_ordering_processes_that_event_concurrently() -> None:
     sessions = GitHubSessions(overrides={"pull_request": NoOrdering()})
-    assert events.pull_request().message(sessions=sessions).session_id is None
+    assert github_events.pull_request().message(sessions=sessions).session_id is None
 
 
 def test_fallback_no_ordering_leaves_only_pull_requests_and_issues_ordered() -> None:
     sessions = GitHubSessions(fallback=NoOrdering())
-    assert events.push().message(sessions=sessions).session_id is None
-    assert events.check_run().message(sessions=sessions).session_id is None
-    assert events.issues(number=2).message(sessions=sessions).session_id == (
+    assert github_events.push().message(sessions=sessions).session_id is None
+    assert github_events.check_run().message(sessions=sessions).session_id is None
+    assert github_events.issues(number=2).message(sessions=sessions).session_id == (
         "octo-org/hello-world/issues/2"
     )
 
 
 def test_any_strategy_can_replace_the_github_one() -> None:
-    message = events.pull_request().message(sessions=lambda fields: fields.get("sender.login"))
+    message = github_events.pull_request().message(
+        sessions=lambda fields: fields.get("sender.login")
+    )
     assert message.session_id == "octocat"
-    assert events.pull_request().message(sessions=NoOrdering()).session_id is None
+    assert github_events.pull_request().message(sessions=NoOrdering()).session_id is None
 
 
 def test_long_repository_names_still_give_distinct_valid_session_ids() -> None:
     repo = "an-owner-with-a-long-name/" + "r" * 100
-    first = events.pull_request(number=1, repo=repo).message().session_id
-    second = events.pull_request(number=2, repo=repo).message().session_id
+    first = github_events.pull_request(number=1, repo=repo).message().session_id
+    second = github_events.pull_request(number=2, repo=repo).message().session_id
     assert first is not None
     assert second is not None
     assert len(first) == len(second) == 128
@@ -419,23 +426,23 @@ def test_github_strategy_overrides_cannot_be_changed_afterwards() -> None:
     sessions = GitHubSessions(overrides=overrides)
     overrides["issues"] = NoOrdering()
     assert "issues" not in sessions.overrides
-    assert events.issues().message(sessions=sessions).session_id is not None
+    assert github_events.issues().message(sessions=sessions).session_id is not None
 
 
 # -- test events --------------------------------------------------------------------
 
 
 def test_builders_are_deterministic_given_their_arguments() -> None:
-    assert events.pull_request(number=3).body == events.pull_request(number=3).body
-    assert events.push(commits=["a"]).body == events.push(commits=["a"]).body
-    first = events.issues(number=3).message(delivery_id="d-9")
-    assert first == events.issues(number=3).message(delivery_id="d-9")
+    assert github_events.pull_request(number=3).body == github_events.pull_request(number=3).body
+    assert github_events.push(commits=["a"]).body == github_events.push(commits=["a"]).body
+    first = github_events.issues(number=3).message(delivery_id="d-9")
+    assert first == github_events.issues(number=3).message(delivery_id="d-9")
 
 
 def test_each_message_gets_a_fresh_delivery_id_unless_one_is_given() -> None:
-    ids = {events.push().message().message_id for _ in range(5)}
+    ids = {github_events.push().message().message_id for _ in range(5)}
     assert len(ids) == 5
-    assert events.push().headers(SECRET)["X-GitHub-Delivery"] not in ids
+    assert github_events.push().headers(SECRET)["X-GitHub-Delivery"] not in ids
 
 
 def test_headers_are_signed_like_github_signs_them() -> None:
@@ -448,7 +455,7 @@ def test_headers_are_signed_like_github_signs_them() -> None:
 
 
 def test_payload_has_the_fields_bots_read() -> None:
-    payload = events.pull_request(
+    payload = github_events.pull_request(
         "closed",
         number=12,
         repo="octo/repo",
@@ -482,8 +489,8 @@ def test_payload_has_the_fields_bots_read() -> None:
 
 
 def test_issue_comment_payload_marks_pull_request_comments() -> None:
-    on_issue = events.issue_comment(body="hi", commenter="hubot").payload
-    on_pull = events.issue_comment(on_pull_request=True).payload
+    on_issue = github_events.issue_comment(body="hi", commenter="hubot").payload
+    on_pull = github_events.issue_comment(on_pull_request=True).payload
     assert "pull_request" not in on_issue["issue"]
     assert on_issue["comment"]["body"] == "hi"
     assert on_issue["comment"]["user"]["login"] == "hubot"
@@ -491,7 +498,9 @@ def test_issue_comment_payload_marks_pull_request_comments() -> None:
 
 
 def test_push_payload_lists_commits_between_before_and_after() -> None:
-    payload = events.push(ref="refs/heads/dev", commits=["one", "two"], before="b" * 40).payload
+    payload = github_events.push(
+        ref="refs/heads/dev", commits=["one", "two"], before="b" * 40
+    ).payload
     assert "action" not in payload
     assert payload["ref"] == "refs/heads/dev"
     assert payload["before"] == "b" * 40
@@ -500,7 +509,7 @@ def test_push_payload_lists_commits_between_before_and_after() -> None:
 
 
 def test_check_run_payload_lists_associated_pull_requests() -> None:
-    run = events.check_run(
+    run = github_events.check_run(
         "created", status="queued", pull_requests=[4], head_sha="c" * 40
     ).payload["check_run"]
     assert (run["status"], run["conclusion"], run["head_sha"]) == ("queued", None, "c" * 40)
@@ -508,7 +517,9 @@ def test_check_run_payload_lists_associated_pull_requests() -> None:
 
 
 def test_review_payload_carries_the_review_and_its_pull_request() -> None:
-    payload = events.pull_request_review(number=6, state="commented", reviewer="hubot").payload
+    payload = github_events.pull_request_review(
+        number=6, state="commented", reviewer="hubot"
+    ).payload
     assert payload["review"]["state"] == "commented"
     assert payload["review"]["commit_id"] == payload["pull_request"]["head"]["sha"]
     assert payload["sender"]["login"] == "hubot"
@@ -524,8 +535,8 @@ def test_payload_is_a_fresh_copy_each_time() -> None:
 def test_repository_without_owner_is_rejected_by_builders() -> None:
     for repo in ("no-owner", "/name", "owner/", "a/b/c"):
         with pytest.raises(qr.ValidationError, match="owner/name"):
-            events.issues(repo=repo)
+            github_events.issues(repo=repo)
 
 
 def test_installation_can_be_left_out_for_repository_webhooks() -> None:
-    assert "installation" not in events.push(installation_id=None).payload
+    assert "installation" not in github_events.push(installation_id=None).payload

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import queue_runtime as qr
-from queue_runtime.github import events, sign
+from queue_runtime.github import sign
+from queue_runtime.testing import github_events
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "github.md"
 ASGI_ENDPOINT = "<!-- asgi-endpoint -->"
@@ -106,7 +107,7 @@ async def queued(client: qr.QueueClient) -> list[qr.ReceivedMessage]:
 
 
 async def test_signed_delivery_is_queued_and_answered_202(app: App, client: qr.QueueClient) -> None:
-    event = events.issue_comment(number=5, repo="octo/repo", on_pull_request=True)
+    event = github_events.issue_comment(number=5, repo="octo/repo", on_pull_request=True)
     response = await call(app, event.headers(SECRET, delivery_id="d-1"), [event.body])
     assert (response.status, response.body) == (202, b"queued")
     [message] = await queued(client)
@@ -117,7 +118,7 @@ async def test_signed_delivery_is_queued_and_answered_202(app: App, client: qr.Q
 
 
 async def test_body_sent_in_chunks_is_reassembled(app: App, client: qr.QueueClient) -> None:
-    event = events.push(commits=["one", "two", "three"])
+    event = github_events.push(commits=["one", "two", "three"])
     body = event.body
     chunks = [body[:10], b"", body[10:200], body[200:]]
     response = await call(app, event.headers(SECRET, delivery_id="d-2"), chunks)
@@ -138,7 +139,7 @@ async def test_body_sent_in_chunks_is_reassembled(app: App, client: qr.QueueClie
 async def test_bad_signature_is_answered_401_and_nothing_is_queued(
     app: App, client: qr.QueueClient, change: dict[str, str | None]
 ) -> None:
-    event = events.pull_request()
+    event = github_events.pull_request()
     headers = event.headers(SECRET)
     for name, value in change.items():
         if value is None:
@@ -155,7 +156,7 @@ async def test_bad_signature_is_answered_401_and_nothing_is_queued(
 async def test_delivery_signed_with_another_secret_is_answered_401(
     app: App, client: qr.QueueClient
 ) -> None:
-    event = events.issues()
+    event = github_events.issues()
     response = await call(app, event.headers("some-other-secret"), [event.body])
     assert response.status == 401
     assert await queued(client) == []
@@ -165,7 +166,7 @@ async def test_signed_but_invalid_payload_is_answered_400_with_the_reason(
     app: App, client: qr.QueueClient
 ) -> None:
     body = b'{"action": '
-    headers = events.pull_request().headers(SECRET)
+    headers = github_events.pull_request().headers(SECRET)
     headers["X-Hub-Signature-256"] = sign(body, SECRET)
     response = await call(app, headers, [body])
     assert response.status == 400
@@ -175,7 +176,7 @@ async def test_signed_but_invalid_payload_is_answered_400_with_the_reason(
 
 
 async def test_missing_event_header_is_answered_400(app: App, client: qr.QueueClient) -> None:
-    event = events.pull_request()
+    event = github_events.pull_request()
     headers = event.headers(SECRET)
     del headers["X-GitHub-Event"]
     response = await call(app, headers, [event.body])
@@ -184,7 +185,7 @@ async def test_missing_event_header_is_answered_400(app: App, client: qr.QueueCl
 
 
 async def test_ping_is_answered_without_being_queued(app: App, client: qr.QueueClient) -> None:
-    ping = events.WebhookEvent.from_payload("ping", {"zen": "Keep it logically awesome."})
+    ping = github_events.WebhookEvent.from_payload("ping", {"zen": "Keep it logically awesome."})
     response = await call(app, ping.headers(SECRET), [ping.body])
     assert response.status == 200
     assert await queued(client) == []
@@ -200,7 +201,7 @@ async def test_oversize_body_is_answered_413_before_it_is_read_whole(
     namespace: dict[str, Any], app: App, client: qr.QueueClient
 ) -> None:
     namespace["MAX_BODY"] = 100
-    event = events.push()
+    event = github_events.push()
     chunks = [event.body[:60], event.body[60:120], event.body[120:]]
     response = await call(app, event.headers(SECRET), chunks)
     assert response.status == 413
@@ -208,7 +209,7 @@ async def test_oversize_body_is_answered_413_before_it_is_read_whole(
 
 
 async def test_message_over_the_queue_limit_is_answered_413() -> None:
-    event = events.pull_request(body="x" * 2000)
+    event = github_events.pull_request(body="x" * 2000)
     async with await qr.create_client(qr.InMemoryConfig(max_message_size=1024)) as small:
         app = make_app(run_snippet(), small)
         response = await call(app, event.headers(SECRET), [event.body])
@@ -217,7 +218,7 @@ async def test_message_over_the_queue_limit_is_answered_413() -> None:
 
 
 async def test_queue_failure_is_answered_503() -> None:
-    event = events.issues()
+    event = github_events.issues()
     config = qr.QueueConfig(
         provider=qr.InMemoryConfig(auto_create_queues=False),
         retry=qr.RetryPolicy(max_attempts=1),
@@ -231,7 +232,7 @@ async def test_queue_failure_is_answered_503() -> None:
 async def test_client_disconnecting_mid_body_queues_nothing(
     app: App, client: qr.QueueClient
 ) -> None:
-    event = events.issues()
+    event = github_events.issues()
     headers = event.headers(SECRET)
     incoming = [{"type": "http.request", "body": event.body[:10], "more_body": True}]
     sent: list[MutableMapping[str, Any]] = []
@@ -258,16 +259,16 @@ async def test_lifespan_scope_is_left_alone(app: App) -> None:
 
 
 def test_github_sessions_example_orders_pushes_per_branch() -> None:
-    push = events.push(repo="octo/repo", ref="refs/heads/dev")
+    push = github_events.push(repo="octo/repo", ref="refs/heads/dev")
     names: dict[str, Any] = {"headers": push.headers(SECRET), "body": push.body, "secret": SECRET}
     exec(compile(snippet("<!-- github-sessions -->"), str(DOC), "exec"), names)
     assert names["message"].session_id == "octo/repo/refs/heads/dev"
     sessions = names["sessions"]
-    assert events.check_run(pull_requests=[1]).message(sessions=sessions).session_id is None
-    star = events.WebhookEvent.from_payload("star", {"repository": {"full_name": "o/r"}})
+    assert github_events.check_run(pull_requests=[1]).message(sessions=sessions).session_id is None
+    star = github_events.WebhookEvent.from_payload("star", {"repository": {"full_name": "o/r"}})
     assert star.message(sessions=sessions).session_id is None
     assert star.message().session_id == "o/r"  # the default would have ordered it
-    assert events.issues(number=4).message(sessions=sessions).session_id is not None
+    assert github_events.issues(number=4).message(sessions=sessions).session_id is not None
 
 
 def test_test_events_example_runs() -> None:

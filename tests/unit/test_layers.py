@@ -17,9 +17,13 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "queue_runtime"
 LAYERS = ["core", "actors", "bot", "providers", "github", "testing", "cli"]
 
-# The old home of the bot's names forwards them, with a DeprecationWarning, for
-# one release (see queue_runtime.actors.__getattr__).
-ALLOWED = {("queue_runtime.actors", "queue_runtime.bot")}
+# Old homes of moved names forward them, with a DeprecationWarning, for one
+# release: the bot's names (queue_runtime.actors.__getattr__) and the GitHub
+# event builders, which are test support.
+ALLOWED = {
+    ("queue_runtime.actors", "queue_runtime.bot"),
+    ("queue_runtime.github.events", "queue_runtime.testing.github_events"),
+}
 
 
 def layer(module: str) -> str:

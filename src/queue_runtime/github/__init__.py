@@ -4,13 +4,16 @@
   :class:`~queue_runtime.Message` (delivery id as message id, event type in the
   ``event_type`` attribute, session id per pull request or issue).
 * :class:`GitHubSessions` is the session-key strategy behind it (docs/design.md#session-keys).
-* :mod:`queue_runtime.github.events` builds realistic deliveries for tests.
+* Realistic deliveries for tests are built by :mod:`queue_runtime.testing.github_events`.
 
 See ``docs/github.md`` for an ASGI endpoint.
 
 Example:
-    >>> from queue_runtime.github import events
-    >>> events.issues("opened", number=7, repo="octo/repo").message().session_id
+    >>> from queue_runtime.github import sign, webhook_to_message
+    >>> body = b'{"repository": {"full_name": "octo/repo"}, "issue": {"number": 7}}'
+    >>> headers = {"X-GitHub-Event": "issues", "X-GitHub-Delivery": "d-7",
+    ...            "X-Hub-Signature-256": sign(body, "s3cret")}
+    >>> webhook_to_message(headers, body, secret="s3cret").session_id
     'octo/repo/issues/7'
 """
 
