@@ -21,7 +21,7 @@ def test_an_old_name_warns_and_is_the_new_object(name: str) -> None:
 
 def test_from_import_of_an_old_name_warns() -> None:
     with pytest.warns(DeprecationWarning, match="moved to queue_runtime.bot.Bot"):
-        from queue_runtime.bot import Bot
+        from queue_runtime.actors import Bot
 
     assert Bot is queue_runtime.bot.Bot
 
