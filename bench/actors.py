@@ -17,8 +17,7 @@ from typing import Any
 import pykka
 
 from bench.harness import Row, interleaved, interleaved_runs, report, save
-from queue_runtime.actors import AsyncioActor
-from queue_runtime.actors.runtime import stop_all
+from queue_runtime.actors import AsyncioActor, stop_all
 
 ROUND_TRIPS = 20_000
 
@@ -98,9 +97,9 @@ def _rss_bytes() -> int:
 
 async def _idle_session_actors(count: int) -> dict[str, float]:
     import queue_runtime as qr
-    from queue_runtime.actors.context import BotContext, BotSettings
-    from queue_runtime.actors.locks import LockRenewer
-    from queue_runtime.actors.sessions import SessionActor, _Parts
+    from queue_runtime.bot.context import BotContext, BotSettings
+    from queue_runtime.bot.locks import LockRenewer
+    from queue_runtime.bot.sessions import SessionActor, _Parts
     from queue_runtime.providers.memory import InMemoryProvider
 
     client = qr.QueueClient(InMemoryProvider())

@@ -16,7 +16,7 @@ from typing import Any
 
 import queue_runtime as qr
 from bench.harness import Row, interleaved, report, save
-from queue_runtime.actors import Bot, Event, Handler
+from queue_runtime.bot import Bot, Event, Handler
 from queue_runtime.providers.memory import InMemoryProvider
 
 SESSIONS = 1_000

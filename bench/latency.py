@@ -45,7 +45,7 @@ from typing import Any
 import queue_runtime as qr
 from bench.bot import hand_written
 from bench.harness import Row, interleaved_runs, percentile, report, save
-from queue_runtime.actors import Bot, Event, Handler
+from queue_runtime.bot import Bot, Event, Handler
 from queue_runtime.providers.memory import InMemoryProvider
 
 RATES = (500, 2_000)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import queue_runtime as qr
 from bench.harness import Row, interleaved_runs, report, save
-from queue_runtime.actors import Bot, Event, Handler
+from queue_runtime.bot import Bot, Event, Handler
 from queue_runtime.providers.memory import InMemoryProvider
 
 HANDLER_SECONDS = 0.010

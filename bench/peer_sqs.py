@@ -146,7 +146,7 @@ async def raw(endpoint: str, queue: str, recorder: Recorder) -> None:
 
 async def bot(endpoint: str, queue: str, recorder: Recorder) -> None:
     import queue_runtime as qr
-    from queue_runtime.actors import Bot, Event, Handler
+    from queue_runtime.bot import Bot, Event, Handler
     from queue_runtime.providers.aws import SqsProvider
 
     class NoOp(Handler):

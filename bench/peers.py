@@ -342,7 +342,7 @@ def _local_messages() -> list[tuple[str, int]]:
 async def bot_memory() -> tuple[float, float]:
     """The bot on the memory provider: publish (batched) and handle ``LOCAL_MESSAGES``."""
     import queue_runtime as qr
-    from queue_runtime.actors import Bot, Event, Handler
+    from queue_runtime.bot import Bot, Event, Handler
     from queue_runtime.providers.memory import InMemoryProvider
 
     class NoOp(Handler):
@@ -394,7 +394,7 @@ async def faststream_test_broker() -> tuple[float, float]:
 async def bot_sqlite(path: Path) -> tuple[float, float]:
     """The bot on the sqlite provider, ``FILE_MESSAGES`` pre-published unordered messages."""
     import queue_runtime as qr
-    from queue_runtime.actors import Bot, Event, Handler
+    from queue_runtime.bot import Bot, Event, Handler
 
     first: list[tuple[float, float]] = []
 

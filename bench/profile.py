@@ -43,7 +43,7 @@ from typing import Any
 
 import queue_runtime as qr
 from bench import bot, overhead, sqs_bot, sqs_raw, telemetry
-from queue_runtime.actors import Bot
+from queue_runtime.bot import Bot
 
 RUNS = 3
 INTERVAL = 0.001

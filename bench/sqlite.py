@@ -48,7 +48,7 @@ import orjson
 
 import queue_runtime as qr
 from bench.harness import Row, interleaved, report, save
-from queue_runtime.actors import Bot, Event, Handler
+from queue_runtime.bot import Bot, Event, Handler
 from queue_runtime.providers.sqlite import SqliteProvider
 
 SESSIONS = 1_000

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import queue_runtime as qr
 from bench.sqlite import NoOp, config
-from queue_runtime.actors import Bot
+from queue_runtime.bot import Bot
 from queue_runtime.providers.sqlite import SqliteProvider
 
 

@@ -49,7 +49,7 @@ from aiobotocore.session import get_session
 import queue_runtime as qr
 from bench.harness import Row, interleaved_runs, report, save
 from bench.sqs_raw import moto_server
-from queue_runtime.actors import Bot, Event, Handler
+from queue_runtime.bot import Bot, Event, Handler
 from queue_runtime.providers.aws import SqsProvider
 
 MESSAGES = 200

@@ -1,6 +1,6 @@
 # Sourced by the scripts in this folder: make sure .venv exists and holds the
 # project (editable) with the extras the caller names. Idempotent: a second run
-# only re-links the source tree (a few seconds).
+# only checks the install (a few seconds).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${QUEUE_RUNTIME_VENV:-$ROOT/.venv}"
@@ -13,10 +13,10 @@ ensure_venv() {
         "$PY" -m venv "$VENV"
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
     fi
-    # strict editable mode links each file under its import name
-    # (queue_runtime/...), which mypy and every import hook understand.
+    # an editable install of the src/ layout: a path entry for src/, so new
+    # modules need no reinstall and mypy sees the package as it is imported
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        --config-settings editable_mode=strict -e "$ROOT[$extras]" 2>&1 \
-        | grep -v -e '^WARNING: Location' -e '^\s*$' -e '!!' -e 'WheelFile' >&2 || true
+        -e "$ROOT[$extras]" 2>&1 \
+        | grep -v -e '^WARNING: Location' -e '^\s*$' >&2 || true
     "$VENV/bin/python" -c "import queue_runtime" # fail loudly if the install did not work
 }

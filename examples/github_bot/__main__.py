@@ -8,17 +8,17 @@ from __future__ import annotations
 import asyncio
 
 import queue_runtime as qr
-from queue_runtime.github import events
+from queue_runtime.testing import github_events
 
 from github_bot.app import QUEUE, make_bot
 from github_bot.github_api import RecordingGitHub
 
 SAMPLES = [
-    events.pull_request("opened", number=7, repo="octo/app"),
-    events.issues("opened", number=8, repo="octo/app", title="Bug: crash on start"),
-    events.issue_comment(number=7, repo="octo/app", on_pull_request=True, body="/hello"),
-    events.pull_request_review("submitted", number=7, repo="octo/app", state="approved"),
-    events.push(repo="octo/app"),
+    github_events.pull_request("opened", number=7, repo="octo/app"),
+    github_events.issues("opened", number=8, repo="octo/app", title="Bug: crash on start"),
+    github_events.issue_comment(number=7, repo="octo/app", on_pull_request=True, body="/hello"),
+    github_events.pull_request_review("submitted", number=7, repo="octo/app", state="approved"),
+    github_events.push(repo="octo/app"),
 ]
 
 

@@ -19,7 +19,7 @@ Run it with the command line, on any provider the configuration names::
 from __future__ import annotations
 
 from queue_runtime import ProviderType, QueueClient
-from queue_runtime.actors import Bot, Event, Handler, PermanentFailure
+from queue_runtime.bot import Bot, Event, Handler, PermanentFailure
 
 from github_bot.github_api import GitHubApi, RecordingGitHub
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import queue_runtime as qr
-from queue_runtime.actors import Bot, Event, Handler, PermanentFailure
+from queue_runtime.bot import Bot, Event, Handler, PermanentFailure
 from queue_runtime.dlq import FailureRecord
 from queue_runtime.providers.aws import SqsProvider
 from tests.aws.conftest import record_calls

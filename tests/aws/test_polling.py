@@ -12,7 +12,7 @@ import asyncio
 import time
 
 import queue_runtime as qr
-from queue_runtime.actors import Bot, Event, Handler
+from queue_runtime.bot import Bot, Event, Handler
 from queue_runtime.providers.aws import SqsProvider
 
 from .conftest import record_calls, record_receive_waits

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import queue_runtime as qr
-from queue_runtime.actors import Bot, Event, Handler
+from queue_runtime.bot import Bot, Event, Handler
 
 from .conftest import World
 

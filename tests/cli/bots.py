@@ -14,7 +14,7 @@ import asyncio
 import os
 
 import queue_runtime as qr
-from queue_runtime.actors import WILDCARD, Bot, Event, Handler
+from queue_runtime.bot import WILDCARD, Bot, Event, Handler
 
 STARTED: list[Bot] = []
 HANDLED: list[str] = []
@@ -75,7 +75,7 @@ class Crashes(Handler):
 
 
 def make_crash_looping_bot(client: qr.QueueClient) -> Bot:
-    from queue_runtime.actors import RestartPolicy
+    from queue_runtime.bot import RestartPolicy
 
     return Bot(
         client,

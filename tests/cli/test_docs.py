@@ -15,9 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
 README = (ROOT / "README.md").read_text()
 SOURCES = "\n".join(
-    path.read_text()
-    for folder in ("runtime", "providers")
-    for path in (ROOT / folder).rglob("*.py")
+    path.read_text() for folder in ("src",) for path in (ROOT / folder).rglob("*.py")
 )
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import queue_runtime as qr
-from queue_runtime.actors import Bot, Event, Handler
+from queue_runtime.bot import Bot, Event, Handler
 from queue_runtime.clock import SystemClock
 from queue_runtime.health import probe_queue
 from queue_runtime.provider import (

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import queue_runtime as qr
-from queue_runtime.actors import Bot, BotStats, Event, Handler
+from queue_runtime.bot import Bot, BotStats, Event, Handler
 from queue_runtime.providers.memory import InMemoryProvider
 
 from .transient_faults import CountingFaultInjector, fail_transiently

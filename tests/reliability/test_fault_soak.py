@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import queue_runtime as qr
-from queue_runtime.actors import BotStats
+from queue_runtime.bot import BotStats
 from queue_runtime.providers.aws import SqsProvider
 
 from .handling_log import LogFollower

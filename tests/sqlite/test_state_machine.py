@@ -21,7 +21,7 @@ from queue_runtime.config import SqliteConfig
 from queue_runtime.messages import ReceivedMessage
 from queue_runtime.providers.memory import QueueStats
 from queue_runtime.providers.sqlite import SqliteProvider
-from tests.unit.test_memory_state_machine import (
+from tests.memory.test_memory_state_machine import (
     LOCK,
     MAX_DELIVERIES,
     QUEUE,

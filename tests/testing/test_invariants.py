@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from queue_runtime.actors import BotStats, Event
+from queue_runtime.bot import BotStats, Event
 from queue_runtime.clock import to_datetime
 from queue_runtime.messages import QueueName, ReceiptHandle, ReceivedMessage
 from queue_runtime.providers.memory import QueueStats

@@ -10,7 +10,7 @@ from typing import ClassVar
 import pytest
 
 import queue_runtime as qr
-from queue_runtime.actors import Event, Handler
+from queue_runtime.bot import Event, Handler
 from queue_runtime.providers.memory import QueueStats
 from queue_runtime.testing import BotKit
 

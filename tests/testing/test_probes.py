@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 import queue_runtime as qr
-from queue_runtime.actors import Bot, Event, PermanentFailure
+from queue_runtime.bot import Bot, Event, PermanentFailure
 from queue_runtime.clock import to_datetime
 from queue_runtime.messages import ReceiptHandle
 from queue_runtime.providers.memory import InMemoryProvider

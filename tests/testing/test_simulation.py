@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from queue_runtime.actors.sessions import SessionSupervisor
+from queue_runtime.bot.sessions import SessionSupervisor
 from queue_runtime.messages import ReceivedMessage
 from queue_runtime.testing.simulation import (
     Scenario,

@@ -1,4 +1,7 @@
-"""Circuit breaker state machine (spec §7) driven by a manual clock."""
+"""Circuit breaker state machine, driven by a manual clock.
+
+The numbers: docs/design.md#retry-and-poison-messages.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import asyncio
 import pytest
 
 import queue_runtime as qr
-from queue_runtime.actors.circuits import HandlerCircuit
+from queue_runtime.bot.circuits import HandlerCircuit
 from queue_runtime.circuit import CircuitBreaker, CircuitBreakerConfig, CircuitState
 
 

@@ -1,4 +1,7 @@
-"""QueueClient with encryption on, end to end over the in-memory provider (spec §8)."""
+"""QueueClient with encryption on, end to end over the in-memory provider.
+
+The envelope and its checks: docs/design.md#encryption.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from typing import Any, ClassVar
 import pytest
 
 import queue_runtime as qr
-from queue_runtime.actors import Bot, Event, Handler
+from queue_runtime.bot import Bot, Event, Handler
 from queue_runtime.crypto import ENVELOPE_OVERHEAD, decode_envelope
 from queue_runtime.providers.memory import InMemoryProvider
 

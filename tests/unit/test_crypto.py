@@ -1,4 +1,7 @@
-"""Envelope format, keys, providers and the checks of spec §8 (queue_runtime.crypto)."""
+"""queue_runtime.crypto: the envelope format, keys, key providers and the receive checks.
+
+The format and the order of the checks: docs/design.md#encryption.
+"""
 
 from __future__ import annotations
 
@@ -117,7 +120,7 @@ async def test_the_header_follows_the_wire_format() -> None:
 def test_associated_data_is_the_header_and_length_prefixed_ids() -> None:
     assert associated_data(b"HDR", "s", "cc", "mid") == b"HDR\0\0\0\x01s\0\0\0\x02cc\0\0\0\x03mid"
     assert associated_data(b"HDR", None, None) == b"HDR" + bytes(12)
-    # version 1 (spec §8 as first written): the message id is not authenticated
+    # version 1 (docs/design.md#encryption as first written): the message id is not authenticated
     assert associated_data(b"HDR", "s", "cc", "mid", version=1) == b"HDR\0\0\0\x01s\0\0\0\x02cc"
     assert associated_data(b"HDR", None, None, version=1) == b"HDR" + bytes(8)
 

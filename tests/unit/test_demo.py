@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from queue_runtime import demo
+from queue_runtime.cli import demo
 
 
 async def test_the_demo_can_run_twice_in_one_process() -> None:

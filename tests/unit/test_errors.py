@@ -1,4 +1,4 @@
-"""The error tree of spec §5: names, transient flags, context and payloads."""
+"""The error tree of docs/design.md#errors: names, transient flags, context and payloads."""
 
 from __future__ import annotations
 

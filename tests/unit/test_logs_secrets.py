@@ -213,7 +213,7 @@ async def test_a_bot_logs_no_body_even_when_handlers_fail_with_it(
     """Handlers' errors often quote the payload; the bot logs their type, never their text."""
     import asyncio
 
-    from queue_runtime.actors import Bot, Event, Handler, PermanentFailure
+    from queue_runtime.bot import Bot, Event, Handler, PermanentFailure
 
     class Leaky(Handler):
         event_types = ("push",)

@@ -1,4 +1,7 @@
-"""Domain types: identifiers, outgoing and received messages (spec §2)."""
+"""Domain types: identifiers, outgoing and received messages.
+
+The rules: docs/design.md#identifiers-and-messages.
+"""
 
 from __future__ import annotations
 

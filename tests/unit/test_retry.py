@@ -1,4 +1,7 @@
-"""Retry policy (spec §7): delays, jitter, which errors retry, and the retry loop."""
+"""Retry policy: delays, jitter, which errors retry, and the retry loop.
+
+The numbers: docs/design.md#retry-and-poison-messages.
+"""
 
 from __future__ import annotations
 

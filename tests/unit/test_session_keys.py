@@ -1,4 +1,4 @@
-"""Session-key strategies derive valid session ids from message fields (spec §6)."""
+"""Session-key strategies derive valid session ids from message fields (design.md#session-keys)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ FIELDS = MessageFields(PAYLOAD, {"tenant": "acme", "number": "from-attribute"})
 
 
 def is_valid_session_id(text: str) -> bool:
-    """The rule of spec §2, written independently of the implementation."""
+    """The rule of design.md#identifiers-and-messages, written apart from the implementation."""
     return 1 <= len(text) <= 128 and all(0x20 <= ord(char) <= 0x7E for char in text)
 
 

@@ -6,10 +6,9 @@ from collections.abc import Callable
 
 import queue_runtime as qr
 from queue_runtime.circuit import CircuitBreakerConfig
-from queue_runtime.github import events
 from queue_runtime.providers.aws import SqsProvider
 from queue_runtime.providers.memory import InMemoryProvider
-from queue_runtime.testing import BotKit
+from queue_runtime.testing import BotKit, github_events
 
 from github_bot.app import QUEUE, handlers, queue_for
 from github_bot.github_api import RecordingGitHub
@@ -27,7 +26,9 @@ async def test_an_opened_pull_request_is_labelled_for_review(bot_kit_factory: Ma
     github = RecordingGitHub()
     kit = await start(bot_kit_factory, github)
 
-    await kit.publish_message(events.pull_request("opened", number=7, repo="octo/app").message())
+    await kit.publish_message(
+        github_events.pull_request("opened", number=7, repo="octo/app").message()
+    )
     await kit.drain()
 
     assert github.calls == [("label", "octo/app", 7, "needs-review")]
@@ -40,9 +41,9 @@ async def test_events_of_one_pull_request_are_handled_in_the_order_github_sent_t
     kit = await start(bot_kit_factory, github)
 
     for event in (
-        events.pull_request("opened", number=7, repo="octo/app"),
-        events.issue_comment(number=7, repo="octo/app", on_pull_request=True, body="/hello"),
-        events.pull_request_review("submitted", number=7, repo="octo/app", state="approved"),
+        github_events.pull_request("opened", number=7, repo="octo/app"),
+        github_events.issue_comment(number=7, repo="octo/app", on_pull_request=True, body="/hello"),
+        github_events.pull_request_review("submitted", number=7, repo="octo/app", state="approved"),
     ):
         await kit.publish_message(event.message())
     await kit.drain()
@@ -58,8 +59,12 @@ async def test_bugs_are_labelled_and_other_issues_are_left_alone(bot_kit_factory
     github = RecordingGitHub()
     kit = await start(bot_kit_factory, github)
 
-    await kit.publish_message(events.issues("opened", number=1, title="Bug: crash").message())
-    await kit.publish_message(events.issues("opened", number=2, title="Add a feature").message())
+    await kit.publish_message(
+        github_events.issues("opened", number=1, title="Bug: crash").message()
+    )
+    await kit.publish_message(
+        github_events.issues("opened", number=2, title="Add a feature").message()
+    )
     await kit.drain()
 
     assert github.calls == [("label", "octo-org/hello-world", 1, "bug")]
@@ -71,7 +76,7 @@ async def test_event_types_without_a_handler_are_completed_not_dead_lettered(
     github = RecordingGitHub()
     kit = await start(bot_kit_factory, github)
 
-    await kit.publish_message(events.push(repo="octo/app").message())
+    await kit.publish_message(github_events.push(repo="octo/app").message())
     await kit.drain()
 
     assert kit.dead_letters() == []
@@ -98,7 +103,7 @@ async def test_a_github_outage_holds_events_and_loses_none(bot_kit_factory: Make
 
     for number in range(1, 6):
         await kit.publish_message(
-            events.pull_request("opened", number=number, repo="octo/app").message()
+            github_events.pull_request("opened", number=number, repo="octo/app").message()
         )
     await kit.advance(10.0)  # virtual seconds: the circuit is open, events are held
     assert "open" in kit.bot.stats().circuits.values()

@@ -1,0 +1,109 @@
+"""The mailbox of an asyncio actor, and the idle workers of one with ``concurrency > 1``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from pykka.messages import _ActorStop
+
+
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+class _Inbox:
+    """The mailbox: a deque plus one wake-up future for the actor waiting on it.
+
+    For an actor with workers (``concurrency > 1``) it also knows the idle
+    workers: a message that finds the mailbox empty and a worker idle goes to
+    that worker at once, without waking the actor's loop to pass it on.
+    """
+
+    __slots__ = ("_items", "_waiter", "workers")
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.workers: _Workers | None = None
+
+    def put(self, envelope: Any, /) -> None:
+        workers = self.workers
+        if (
+            workers is not None
+            and workers.idle
+            and not self._items
+            and not workers.holding
+            and not isinstance(envelope.message, _ActorStop)
+        ):
+            workers.assign(workers.idle.pop(), envelope)
+            return
+        self._items.append(envelope)
+        self.wake()
+
+    def get(self) -> Any:
+        return self._items.popleft()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def wait(self) -> None:
+        """Return when a message arrives (or :meth:`wake` is called)."""
+        if not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+    def wake(self) -> None:
+        """Wake the actor waiting for mail, without a message (it re-checks its state)."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _Workers:
+    """The worker tasks of an actor with ``concurrency > 1``, and which of them are idle.
+
+    ``busy`` counts the messages given to a worker and not yet handled, so that
+    stopping waits for a message handed over but not yet started, too.
+    """
+
+    __slots__ = ("all_idle", "busy", "freed", "holding", "idle", "tasks")
+
+    def __init__(self) -> None:
+        self.idle: list[asyncio.Future[Any]] = []
+        """One future per idle worker: its next message (None: end)."""
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.busy = 0
+        self.holding = False
+        """The actor's loop holds a message until a worker is free (it goes first)."""
+        self.freed: asyncio.Future[None] | None = None
+        self.all_idle: asyncio.Future[None] | None = None
+
+    def assign(self, slot: asyncio.Future[Any], envelope: Any) -> None:
+        self.busy += 1
+        slot.set_result(envelope)
+
+    def done_one(self) -> None:
+        self.busy -= 1
+        if self.busy == 0:
+            _resolve(self.all_idle)
+
+
+class _StopFlag:
+    """Just the part of ``threading.Event`` pykka uses, without its lock (actors are cheap)."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True

@@ -1,0 +1,146 @@
+"""What the actors of one bot share: settings, counters, and the client.
+
+Each actor owns its own state; this is only the read-mostly context every
+actor of a bot needs (the settings it was built with, the client) and the
+counters that ``bot.stats()`` reports. Everything runs on one event loop, so
+counters need no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from queue_runtime.bot.circuits import HandlerCircuits
+from queue_runtime.bot.handlers import RestartPolicy
+from queue_runtime.circuit import CircuitBreakerConfig
+from queue_runtime.client import QueueClient
+from queue_runtime.clock import wait_for_event
+from queue_runtime.errors import ConfigurationError
+from queue_runtime.messages import QueueName, ReceivedMessage
+from queue_runtime.retry import RetryPolicy
+
+__all__ = ["BotContext", "BotSettings", "BotStats", "Router"]
+
+Router = Callable[[ReceivedMessage], str | None]
+"""Picks the event type of a message; ``None`` means "no handler"."""
+
+
+@dataclass(frozen=True, slots=True)
+class BotSettings:
+    """How a bot behaves; see :class:`~queue_runtime.bot.Bot` for each field."""
+
+    queue: QueueName
+    max_sessions: int = 100
+    session_idle_timeout: float = 60.0
+    mailbox_size: int = 10
+    max_in_flight: int = 1000
+    drain_timeout: float = 30.0
+    max_delivery_count: int = 5
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    event_type_attribute: str = "event_type"
+    router: Router | None = None
+    unrouted: Literal["dead_letter", "complete"] = "dead_letter"
+    permanent_errors: tuple[type[BaseException], ...] = ()
+    unordered_concurrency: int = 32
+    receive_wait: float = 1.0
+    failure_tracebacks: bool = False
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    handler_circuit: CircuitBreakerConfig = field(default_factory=CircuitBreakerConfig)
+    stall_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_sessions", "mailbox_size", "max_in_flight", "max_delivery_count"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError("must be at least 1", field=name)
+        if self.unordered_concurrency < 1:
+            raise ConfigurationError("must be at least 1", field="unordered_concurrency")
+        for name in ("session_idle_timeout", "drain_timeout", "receive_wait", "stall_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigurationError("must be positive", field=name)
+        if self.unrouted not in ("dead_letter", "complete"):
+            raise ConfigurationError("must be 'dead_letter' or 'complete'", field="unrouted")
+
+
+@dataclass(slots=True)
+class BotStats:
+    """Counters of a bot since it started (a snapshot when returned by ``bot.stats()``)."""
+
+    received: int = 0
+    completed: int = 0
+    retried: int = 0
+    abandoned: int = 0
+    dead_lettered: int = 0
+    in_flight: int = 0
+    active_sessions: int = 0
+    handler_restarts: int = 0
+    receiver_restarts: int = 0
+    """Times the stall watchdog restarted a receiver that had stopped going round."""
+    lock_renewals: int = 0
+    lost_locks: int = 0
+    """Settles that found the lock gone (the message comes back: handled again)."""
+    settle_failures: int = 0
+    """Settles that failed otherwise (the message comes back after its lock expires).
+
+    received == completed + abandoned + dead_lettered + lost_locks + settle_failures
+    + in_flight, at every moment."""
+    held: int = 0
+    """Messages waiting for a handler whose circuit is open (locks kept alive)."""
+    circuits: dict[str, str] = field(default_factory=dict)
+    """Handler name -> circuit state (``"closed"``, ``"open"``, ``"half_open"``)."""
+    provider_circuit: str = "closed"
+    """The state of the client's circuit breaker around provider calls."""
+
+    def copy(self) -> BotStats:
+        return dataclasses.replace(self, circuits=dict(self.circuits))
+
+
+class BotContext:
+    """Settings, client and counters shared by one bot's actors."""
+
+    def __init__(
+        self, client: QueueClient, settings: BotSettings, handler_names: Sequence[str] = ()
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.stats = BotStats()
+        self.circuits = HandlerCircuits(handler_names, settings.handler_circuit)
+        """One circuit breaker per handler class (see :mod:`queue_runtime.bot.circuits`)."""
+        self.draining = False
+        """Set when the bot stops: no new work starts, prefetched messages are abandoned."""
+        self.stop_by: float | None = None
+        """Event-loop time by which a stopping bot must be done (start + ``drain_timeout``)."""
+        self._room = asyncio.Event()
+        self.stop_requested = asyncio.Event()
+        """Set by an actor that wants the bot stopped; the bot's own task does the stopping."""
+        self.stop_reason: str | None = None
+
+    def patience(self) -> float:
+        """Seconds a stopping part may still wait for something in flight: what is left
+        until :attr:`stop_by`, or ``drain_timeout`` when the bot is not stopping."""
+        if self.stop_by is None:
+            return self.settings.drain_timeout
+        return max(0.0, self.stop_by - asyncio.get_running_loop().time())
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the bot to stop gracefully (it stops in a task it owns; this returns at once)."""
+        if not self.stop_requested.is_set():
+            self.stop_reason = reason
+            self.stop_requested.set()
+
+    def settled(self, count: int = 1) -> None:
+        """Record that ``count`` in-flight messages were settled (or given up)."""
+        self.stats.in_flight -= count
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake whoever waits in :meth:`wait_for_room` (a message or a session slot freed)."""
+        self._room.set()
+
+    async def wait_for_room(self, timeout: float) -> None:
+        """Wait until something was settled or freed, or ``timeout`` seconds passed."""
+        self._room.clear()
+        await wait_for_event(self._room, timeout)
