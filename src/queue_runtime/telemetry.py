@@ -177,6 +177,9 @@ _SETTLE_COUNTERS: Final = {
     "dead_letter": DEAD_LETTERED,
 }
 _MAX_ERROR_TYPE = 64
+_MAX_PROCESSING_SETS = 512
+"""Attribute sets of ``messaging.process.duration`` a :class:`Telemetry` keeps built
+(queues x error types x outcomes; a set beyond is built per recording, as correct)."""
 _MAX_DESCRIPTION = 1024
 
 LOG_FIELDS: Final = (
@@ -898,13 +901,33 @@ class Telemetry:
         key = (queue, error, outcome)
         attributes = self._processing_attributes.get(key)
         if attributes is None:
-            attributes = {**self._operation("process", queue)}
-            if error is not None:
-                attributes[ERROR_TYPE] = error_type(error)
-            if outcome is not None:
-                attributes[OUTCOME] = error_type(outcome)  # an identifier, by contract
-            self._processing_attributes[key] = attributes
+            attributes = self._processing(queue, error, outcome)
         self._instruments.process_duration.record(seconds, attributes)
+
+    def _processing(self, queue: str, error: str | None, outcome: str | None) -> dict[str, str]:
+        """The attributes of a processing duration: one mapping per distinct set, shared
+        by every recording of that set (the SDK copies what it keeps), and at most
+        :data:`_MAX_PROCESSING_SETS` of them kept: a caller passing free text as
+        ``error`` (it becomes ``_OTHER``) would otherwise grow the cache per message."""
+        error_name = None if error is None else error_type(error)
+        outcome_name = None if outcome is None else error_type(outcome)  # an identifier
+        cached = self._processing_attributes
+        if (error_name, outcome_name) != (error, outcome):
+            # a raw value that cleans to another one: share the clean set's mapping
+            clean = cached.get((queue, error_name, outcome_name))
+            if clean is not None:
+                return clean
+            key = (queue, error_name, outcome_name)
+        else:
+            key = (queue, error, outcome)
+        attributes = {**self._operation("process", queue)}
+        if error_name is not None:
+            attributes[ERROR_TYPE] = error_name
+        if outcome_name is not None:
+            attributes[OUTCOME] = outcome_name
+        if len(cached) < _MAX_PROCESSING_SETS:
+            cached[key] = attributes
+        return attributes
 
     def record_operation(
         self, operation: str, queue: str, seconds: float, error: BaseException | None = None
