@@ -103,7 +103,7 @@ async def _idle_session_actors(count: int) -> dict[str, float]:
     from queue_runtime.providers.memory import InMemoryProvider
 
     client = qr.QueueClient(InMemoryProvider())
-    context = BotContext(client, BotSettings(queue=qr.QueueName("bench")))
+    context = BotContext(client, qr.QueueName("bench"), BotSettings())
     parts = _Parts(context, Echo.start(), Echo.start(), LockRenewer(context))
     await asyncio.sleep(0)
     gc.collect()

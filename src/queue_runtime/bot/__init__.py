@@ -17,7 +17,7 @@ Example:
 """
 
 from queue_runtime.bot.bot import Bot
-from queue_runtime.bot.context import BotStats
+from queue_runtime.bot.context import BotSettings, BotStats
 from queue_runtime.bot.handlers import (
     WILDCARD,
     Event,
@@ -29,6 +29,7 @@ from queue_runtime.bot.handlers import (
 __all__ = [
     "WILDCARD",
     "Bot",
+    "BotSettings",
     "BotStats",
     "Event",
     "Handler",

@@ -39,24 +39,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, Unpack
 
 from pykka import ActorDeadError
 from pykka.messages import ProxyCall
 
 from queue_runtime.actors import AsyncioActorRef
 from queue_runtime.bot.completions import Completions
-from queue_runtime.bot.context import BotContext, BotSettings, BotStats, Router
+from queue_runtime.bot.context import BotContext, BotOptions, BotSettings, BotStats
 from queue_runtime.bot.dead_letters import DeadLetterActor
-from queue_runtime.bot.handlers import Handler, HandlerSupervisor, RestartPolicy, routes
+from queue_runtime.bot.handlers import Handler, HandlerSupervisor, routes
 from queue_runtime.bot.locks import LockRenewer
 from queue_runtime.bot.receiver import ReceiverActor
 from queue_runtime.bot.sessions import SessionSupervisor, _Parts
-from queue_runtime.circuit import CircuitBreakerConfig, CircuitState
+from queue_runtime.circuit import CircuitState
 from queue_runtime.client import QueueClient, create_client
 from queue_runtime.config import ProviderConfig, QueueConfig
 from queue_runtime.health import (
@@ -73,7 +74,6 @@ from queue_runtime.health import (
     serve_health,
 )
 from queue_runtime.messages import QueueName
-from queue_runtime.retry import RetryPolicy
 from queue_runtime.telemetry import Observed, log_fields
 
 __all__ = ["Bot"]
@@ -88,42 +88,9 @@ class Bot:
     provider config) — the bot then creates and closes its own client — or
     a :class:`~queue_runtime.QueueClient` that the caller keeps owning.
 
-    Settings:
-
-    * ``max_sessions`` — native sessions held at once.
-    * ``session_idle_timeout`` — a session actor is stopped after this many idle
-      seconds (native sessions are released as soon as they are drained).
-    * ``mailbox_size`` — messages a native session pump fetches at a time.
-    * ``max_in_flight`` — received but unsettled messages; pulling pauses above it.
-    * ``drain_timeout`` — how long ``stop()`` lets running handlers finish.
-    * ``max_delivery_count`` — failed handlings after which a message is
-      dead-lettered; each is handled again in place, so a poison message spends
-      one delivery of the queue's own limit (keep that limit higher).
-    * ``retry`` — the attempts of one handling, in place (default: the spec's
-      policy, 3 attempts in all, 1 s then 2 s apart with ±20 % jitter); the next
-      handling follows one back-off step later.
-    * ``event_type_attribute`` / ``router`` — how the event type is found.
-    * ``unrouted`` — ``"dead_letter"`` (reason ``NoHandler``) or ``"complete"``.
-    * ``permanent_errors`` — exception types dead-lettered at once, like
-      :class:`~queue_runtime.bot.PermanentFailure`.
-    * ``unordered_concurrency`` — lanes for messages without a session id.
-    * ``restart_policy`` — restart back-off of crashed handlers and what a
-      crash loop does: pause pulling (default) or stop the bot; see
-      :class:`~queue_runtime.bot.RestartPolicy`.
-    * ``handler_circuit`` — thresholds of each handler's circuit breaker (spec
-      defaults: open after 5 consecutive failures, probe after 30 s, close after 3
-      successes; ``CircuitBreakerConfig(enabled=False)`` turns them off). While one
-      is open the bot stops pulling and holds the messages waiting for that
-      handler with their locks kept alive, so an outage downstream burns no
-      delivery counts; see :mod:`queue_runtime.bot.circuits`.
-    * ``stall_timeout`` — a receiver whose pull loop has not gone round for this
-      long (every round is bounded by timeouts, so it is stuck or dead) is
-      restarted by the bot's watchdog.
-    * ``health_port`` — serve ``/healthz`` (liveness) and ``/readyz`` (readiness)
-      from :meth:`health` on this port, on all interfaces (off by default; 0
-      picks a free port, see :attr:`health_server`).
-    * ``failure_tracebacks`` — add a truncated traceback to the failure record of
-      each dead letter (off by default: tracebacks may hold payload data).
+    Settings are a :class:`~queue_runtime.bot.BotSettings` (which lists each one
+    and its default), given as ``settings=``, as keyword arguments of the same
+    names, or both (the keywords win).
     """
 
     def __init__(
@@ -132,45 +99,12 @@ class Bot:
         queue: str,
         handlers: Sequence[type[Handler]],
         *,
-        max_sessions: int = 100,
-        session_idle_timeout: float = 60.0,
-        mailbox_size: int = 10,
-        max_in_flight: int = 1000,
-        drain_timeout: float = 30.0,
-        max_delivery_count: int = 5,
-        retry: RetryPolicy | None = None,
-        event_type_attribute: str = "event_type",
-        router: Router | None = None,
-        unrouted: Literal["dead_letter", "complete"] = "dead_letter",
-        permanent_errors: Sequence[type[BaseException]] = (),
-        unordered_concurrency: int = 32,
-        receive_wait: float = 1.0,
-        failure_tracebacks: bool = False,
-        restart_policy: RestartPolicy | None = None,
-        handler_circuit: CircuitBreakerConfig | None = None,
-        stall_timeout: float = 120.0,
-        health_port: int | None = None,
+        settings: BotSettings | None = None,
+        **options: Unpack[BotOptions],
     ) -> None:
-        self.settings = BotSettings(
-            queue=QueueName(queue),
-            max_sessions=max_sessions,
-            session_idle_timeout=session_idle_timeout,
-            mailbox_size=mailbox_size,
-            max_in_flight=max_in_flight,
-            drain_timeout=drain_timeout,
-            max_delivery_count=max_delivery_count,
-            retry=retry or RetryPolicy(),
-            event_type_attribute=event_type_attribute,
-            router=router,
-            unrouted=unrouted,
-            permanent_errors=tuple(permanent_errors),
-            unordered_concurrency=unordered_concurrency,
-            receive_wait=receive_wait,
-            failure_tracebacks=failure_tracebacks,
-            restart_policy=restart_policy or RestartPolicy(),
-            handler_circuit=handler_circuit or CircuitBreakerConfig(),
-            stall_timeout=stall_timeout,
-        )
+        self.queue = QueueName(queue)
+        """The queue this bot processes."""
+        self.settings = dataclasses.replace(settings or BotSettings(), **options)
         self._handler_classes = list(handlers)
         routes(self._handler_classes)  # fail here, not in start()
         self._source = config_or_client
@@ -191,7 +125,6 @@ class Bot:
         """Stops of receivers the watchdog replaced (a hung receive may hold them up);
         owned here, awaited on stop."""
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
-        self._health_port = health_port
         self._started_at = 0.0
         self._dead_letter_watch = DeadLetterWatch()
         self._endpoint = contextlib.AsyncExitStack()
@@ -214,6 +147,7 @@ class Bot:
                 self._client = await create_client(source)
             context = self._context = BotContext(
                 self._client,
+                self.queue,
                 self.settings,
                 sorted({handler.__name__ for handler in self._handler_classes}),
             )
@@ -237,7 +171,7 @@ class Bot:
             self._started_at = loop.time()
             client = self._client
             self._observed = client.telemetry.observe(
-                self.settings.queue,
+                self.queue,
                 active_sessions=lambda: context.stats.active_sessions,
                 in_flight=lambda: context.stats.in_flight,
                 circuits=lambda: {
@@ -245,16 +179,14 @@ class Bot:
                     **context.circuits.states(),
                 },
             )
-            if self._health_port is not None:
+            if self.settings.health_port is not None:
                 self.health_server = await self._endpoint.enter_async_context(
-                    serve_health(self.health, self._health_port)
+                    serve_health(self.health, self.settings.health_port)
                 )
         except BaseException:
             await self._tear_down()
             raise
-        logger.info(
-            "bot started on %s", self.settings.queue, extra=log_fields("start", self.settings.queue)
-        )
+        logger.info("bot started on %s", self.queue, extra=log_fields("start", self.queue))
 
     async def stop(self) -> None:
         """Stop gracefully: stop pulling, let running handlers finish within
@@ -289,8 +221,8 @@ class Bot:
             await self._tear_down()
             logger.info(
                 "bot stopped on %s",
-                self.settings.queue,
-                extra=log_fields("stop", self.settings.queue),
+                self.queue,
+                extra=log_fields("stop", self.queue),
             )
 
     async def _stop_watchdog(self) -> None:
@@ -327,7 +259,7 @@ class Bot:
         """The watcher: when an actor asks (a crash loop under ``on_escalation="stop"``),
         stop the bot from this task, so that no actor waits for its own stopping."""
         await context.stop_requested.wait()
-        fields = log_fields("stop", self.settings.queue)
+        fields = log_fields("stop", self.queue)
         logger.error("stopping the bot: %s", context.stop_reason, extra=fields)
         try:
             await self._stop()
@@ -357,7 +289,7 @@ class Bot:
             logger.error(
                 "receiver stalled for %.0f s; restarting it",
                 min(stalled_for, 1e9),
-                extra=log_fields("receive", self.settings.queue),
+                extra=log_fields("receive", self.queue),
             )
             context.stats.receiver_restarts += 1
             self._refs["receiver"] = ReceiverActor.start(
@@ -382,7 +314,7 @@ class Bot:
             logger.warning(
                 "%d replaced receiver(s) still stuck in a provider call at stop",
                 len(late),
-                extra=log_fields("stop", self.settings.queue),
+                extra=log_fields("stop", self.queue),
             )
             for task in late:
                 task.cancel()
@@ -470,7 +402,7 @@ class Bot:
             )
         client = context.client
         settings = self.settings
-        probe = await probe_queue(client, settings.queue, timeout=min(5.0, settings.stall_timeout))
+        probe = await probe_queue(client, self.queue, timeout=min(5.0, settings.stall_timeout))
         now = asyncio.get_running_loop().time()
         stats = self.stats()
         receiver = self._refs["receiver"]._actor_weakref()
@@ -503,7 +435,7 @@ class Bot:
         dead_letters = probe.info.dead_letter_depth if probe.info is not None else None
         return HealthReport(
             (
-                CheckResult("bot", HealthStatus.HEALTHY, f"running on {settings.queue}"),
+                CheckResult("bot", HealthStatus.HEALTHY, f"running on {self.queue}"),
                 check_provider(probe),
                 check_circuits({"provider": client.circuit, **stats.circuits}),
                 receive,
@@ -549,7 +481,7 @@ class Bot:
             logger.warning(
                 "drain timeout: interrupting %d in-flight messages (they are given back)",
                 context.stats.in_flight,
-                extra=log_fields("stop", self.settings.queue),
+                extra=log_fields("stop", self.queue),
             )
             for name, method in (("sessions", "cancel_sessions"), ("handlers", "interrupt")):
                 ref = self._refs.get(name)
@@ -561,6 +493,6 @@ class Bot:
                     logger.error(
                         "%d messages did not settle after stop",
                         context.stats.in_flight,
-                        extra=log_fields("stop", self.settings.queue),
+                        extra=log_fields("stop", self.queue),
                     )
                     break

@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict
 
 from queue_runtime.bot.circuits import HandlerCircuits
 from queue_runtime.bot.handlers import RestartPolicy
@@ -23,7 +23,7 @@ from queue_runtime.errors import ConfigurationError
 from queue_runtime.messages import QueueName, ReceivedMessage
 from queue_runtime.retry import RetryPolicy
 
-__all__ = ["BotContext", "BotSettings", "BotStats", "Router"]
+__all__ = ["BotContext", "BotOptions", "BotSettings", "BotStats", "Router"]
 
 Router = Callable[[ReceivedMessage], str | None]
 """Picks the event type of a message; ``None`` means "no handler"."""
@@ -31,9 +31,55 @@ Router = Callable[[ReceivedMessage], str | None]
 
 @dataclass(frozen=True, slots=True)
 class BotSettings:
-    """How a bot behaves; see :class:`~queue_runtime.bot.Bot` for each field."""
+    """How a bot behaves: every setting of :class:`~queue_runtime.bot.Bot` and its default.
 
-    queue: QueueName
+    * ``max_sessions`` — native sessions held at once.
+    * ``session_idle_timeout`` — a session actor is stopped after this many idle
+      seconds (native sessions are released as soon as they are drained).
+    * ``mailbox_size`` — messages a native session pump fetches at a time.
+    * ``max_in_flight`` — received but unsettled messages; pulling pauses above it.
+    * ``drain_timeout`` — how long ``stop()`` lets running handlers finish.
+    * ``max_delivery_count`` — failed handlings after which a message is
+      dead-lettered; each is handled again in place, so a poison message spends
+      one delivery of the queue's own limit (keep that limit higher).
+    * ``retry`` — the attempts of one handling, in place (default: 3 attempts in
+      all, 1 s then 2 s apart with ±20 % jitter); the next handling follows one
+      back-off step later.
+    * ``event_type_attribute`` / ``router`` — how the event type is found.
+    * ``unrouted`` — ``"dead_letter"`` (reason ``NoHandler``) or ``"complete"``.
+    * ``permanent_errors`` — exception types dead-lettered at once, like
+      :class:`~queue_runtime.bot.PermanentFailure`.
+    * ``unordered_concurrency`` — lanes for messages without a session id.
+    * ``receive_wait`` — how long one receive waits for messages.
+    * ``failure_tracebacks`` — add a truncated traceback to the failure record of
+      each dead letter (off by default: tracebacks may hold payload data).
+    * ``restart_policy`` — restart back-off of crashed handlers and what a
+      crash loop does: pause pulling (default) or stop the bot; see
+      :class:`~queue_runtime.bot.RestartPolicy`.
+    * ``handler_circuit`` — thresholds of each handler's circuit breaker (by
+      default open after 5 consecutive failures, probe after 30 s, close after 3
+      successes; ``CircuitBreakerConfig(enabled=False)`` turns them off). While one
+      is open the bot stops pulling and holds the messages waiting for that
+      handler with their locks kept alive, so an outage downstream burns no
+      delivery counts; see :mod:`queue_runtime.bot.circuits`.
+    * ``stall_timeout`` — a receiver whose pull loop has not gone round for this
+      long (every round is bounded by timeouts, so it is stuck or dead) is
+      restarted by the bot's watchdog.
+    * ``health_port`` — serve ``/healthz`` (liveness) and ``/readyz`` (readiness)
+      from ``Bot.health()`` on this port, on all interfaces (off by default; 0
+      picks a free port, see ``Bot.health_server``).
+
+    Example:
+        >>> from queue_runtime.bot import BotSettings
+        >>> settings = BotSettings(max_in_flight=200)
+        >>> settings.max_in_flight, settings.max_delivery_count
+        (200, 5)
+        >>> BotSettings(max_sessions=0)
+        Traceback (most recent call last):
+        ...
+        queue_runtime.errors.ConfigurationError: max_sessions: must be at least 1
+    """
+
     max_sessions: int = 100
     session_idle_timeout: float = 60.0
     mailbox_size: int = 10
@@ -44,15 +90,17 @@ class BotSettings:
     event_type_attribute: str = "event_type"
     router: Router | None = None
     unrouted: Literal["dead_letter", "complete"] = "dead_letter"
-    permanent_errors: tuple[type[BaseException], ...] = ()
+    permanent_errors: Sequence[type[BaseException]] = ()
     unordered_concurrency: int = 32
     receive_wait: float = 1.0
     failure_tracebacks: bool = False
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     handler_circuit: CircuitBreakerConfig = field(default_factory=CircuitBreakerConfig)
     stall_timeout: float = 120.0
+    health_port: int | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "permanent_errors", tuple(self.permanent_errors))
         for name in ("max_sessions", "mailbox_size", "max_in_flight", "max_delivery_count"):
             if getattr(self, name) < 1:
                 raise ConfigurationError("must be at least 1", field=name)
@@ -63,6 +111,30 @@ class BotSettings:
                 raise ConfigurationError("must be positive", field=name)
         if self.unrouted not in ("dead_letter", "complete"):
             raise ConfigurationError("must be 'dead_letter' or 'complete'", field="unrouted")
+
+
+class BotOptions(TypedDict, total=False):
+    """:class:`BotSettings` fields as keyword arguments of ``Bot(...)`` (no defaults here:
+    a field left out keeps the value of ``settings``, or ``BotSettings``' default)."""
+
+    max_sessions: int
+    session_idle_timeout: float
+    mailbox_size: int
+    max_in_flight: int
+    drain_timeout: float
+    max_delivery_count: int
+    retry: RetryPolicy
+    event_type_attribute: str
+    router: Router | None
+    unrouted: Literal["dead_letter", "complete"]
+    permanent_errors: Sequence[type[BaseException]]
+    unordered_concurrency: int
+    receive_wait: float
+    failure_tracebacks: bool
+    restart_policy: RestartPolicy
+    handler_circuit: CircuitBreakerConfig
+    stall_timeout: float
+    health_port: int | None
 
 
 @dataclass(slots=True)
@@ -102,9 +174,14 @@ class BotContext:
     """Settings, client and counters shared by one bot's actors."""
 
     def __init__(
-        self, client: QueueClient, settings: BotSettings, handler_names: Sequence[str] = ()
+        self,
+        client: QueueClient,
+        queue: QueueName,
+        settings: BotSettings,
+        handler_names: Sequence[str] = (),
     ) -> None:
         self.client = client
+        self.queue = queue
         self.settings = settings
         self.stats = BotStats()
         self.circuits = HandlerCircuits(handler_names, settings.handler_circuit)

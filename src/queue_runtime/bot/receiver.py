@@ -129,7 +129,7 @@ class ReceiverActor(AsyncioActor):
     def on_start(self) -> None:
         self._session_calls = self._sessions.proxy()
         self._handler_calls = self._handlers.proxy()
-        support = self._context.client.session_support(self._context.settings.queue)
+        support = self._context.client.session_support(self._context.queue)
         pull = self._accept_sessions if support is SessionSupport.NATIVE else self._pull_batches
         loop = asyncio.get_running_loop()
         self._heartbeat = loop.time()
@@ -168,7 +168,7 @@ class ReceiverActor(AsyncioActor):
             try:
                 batch = await _finish_when_cancelled(
                     client.receive_messages(
-                        settings.queue, min(room, batch_size), timeout=settings.receive_wait
+                        context.queue, min(room, batch_size), timeout=settings.receive_wait
                     ),
                     self._give_back,
                     context.patience,
@@ -203,9 +203,7 @@ class ReceiverActor(AsyncioActor):
                     continue
                 try:
                     session = await _finish_when_cancelled(
-                        context.client.accept_session(
-                            settings.queue, timeout=settings.receive_wait
-                        ),
+                        context.client.accept_session(context.queue, timeout=settings.receive_wait),
                         self._give_back_session,
                         context.patience,
                     )
@@ -213,8 +211,8 @@ class ReceiverActor(AsyncioActor):
                     # the provider learnt that this queue has no sessions: pull plainly
                     logger.info(
                         "queue %s has no sessions; receiving without them",
-                        settings.queue,
-                        extra=log_fields("accept_session", settings.queue),
+                        context.queue,
+                        extra=log_fields("accept_session", context.queue),
                     )
                     await self._pull_batches()
                     return
@@ -245,7 +243,7 @@ class ReceiverActor(AsyncioActor):
             logger.error(
                 "session pump failed",
                 exc_info=pump.exception(),
-                extra=log_fields("session_receive", self._context.settings.queue),
+                extra=log_fields("session_receive", self._context.queue),
             )
 
     async def _pump(self, session: SessionClient) -> None:
@@ -268,7 +266,7 @@ class ReceiverActor(AsyncioActor):
                     logger.warning(
                         "lost the lock on session %s",
                         key,
-                        extra=log_fields("session_receive", settings.queue, session_id=key),
+                        extra=log_fields("session_receive", context.queue, session_id=key),
                     )
                     return
                 except QueueError as error:
@@ -278,7 +276,7 @@ class ReceiverActor(AsyncioActor):
                         "receive from session %s failed (%s); releasing it",
                         key,
                         error,
-                        extra=log_fields("session_receive", settings.queue, session_id=key),
+                        extra=log_fields("session_receive", context.queue, session_id=key),
                     )
                     return
                 if not batch:
@@ -337,7 +335,7 @@ class ReceiverActor(AsyncioActor):
             logger.warning(
                 "%d messages received while stopping wait out their locks",
                 failed,
-                extra=log_fields("abandon", self._context.settings.queue),
+                extra=log_fields("abandon", self._context.queue),
             )
 
     async def _give_back_session(self, session: SessionClient | None) -> None:
@@ -377,7 +375,7 @@ class ReceiverActor(AsyncioActor):
         await self._context.wait_for_room(self._context.settings.receive_wait)
 
     async def _pause(self, error: Exception, failures: int) -> None:
-        fields = log_fields("receive", self._context.settings.queue)
+        fields = log_fields("receive", self._context.queue)
         if not isinstance(error, QueueError):
             delay = backoff(failures)
             logger.error(

@@ -329,7 +329,7 @@ class SessionActor(AsyncioActor):
                 if context.draining:  # stopping: it comes back later, its failures remembered
                     return await self._abandon(message)
                 context.stats.retried += 1
-                context.client.telemetry.count_retry("process", settings.queue, error)
+                context.client.telemetry.count_retry("process", context.queue, error)
                 await asyncio.sleep(retry.delay(charged or retry.attempts))
                 if context.draining:
                     return await self._abandon(message)
@@ -465,7 +465,7 @@ class SessionActor(AsyncioActor):
         try:
             properties = failure_properties(
                 reason=reason,
-                queue=context.settings.queue,
+                queue=context.queue,
                 handler=handler,
                 delivery_count=message.delivery_count,
                 history=history or FailureHistory(),

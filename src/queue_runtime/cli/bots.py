@@ -138,7 +138,7 @@ async def run_bot(args: argparse.Namespace, context: Context) -> int:
         )
     output = context.output
     output.note(
-        f"running {args.target} on queue {bot.settings.queue!r}{context.location()}; "
+        f"running {args.target} on queue {bot.queue!r}{context.location()}; "
         "SIGTERM or Ctrl-C stops it gracefully"
     )
     await bot.run()

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from typing import Any, Literal, Self
 
 import queue_runtime as qr
 from queue_runtime.bot import Bot, BotStats, Handler
+from queue_runtime.bot.context import BotOptions
 from queue_runtime.clock import to_datetime
 from queue_runtime.messages import Message, ReceivedMessage
 from queue_runtime.providers.memory import FaultInjector, InMemoryProvider, QueueStats
@@ -53,11 +53,7 @@ from queue_runtime.testing.virtual import VirtualClock, is_virtual
 
 __all__ = ["BotKit", "KitStats"]
 
-_BOT_OPTIONS = frozenset(inspect.signature(Bot).parameters) - {
-    "config_or_client",
-    "queue",
-    "handlers",
-}
+_BOT_OPTIONS = frozenset(BotOptions.__annotations__) | {"settings"}
 
 
 @dataclass(frozen=True, slots=True)
