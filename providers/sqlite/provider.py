@@ -18,7 +18,11 @@ whole transaction run by one function on that thread (a receive's sweep,
 claim and read are one ``BEGIN IMMEDIATE`` ... ``COMMIT``), instead of one
 loop round trip per statement. Serializing a process's calls through one
 connection is also the single-writer pattern SQLite wants; other processes
-wait for the write lock up to ``busy_timeout``.
+wait for the write lock up to ``busy_timeout``. Calls that queue up while the
+thread is busy (a receive and the completions behind it, say) run together,
+in order, in one transaction with a savepoint each: one commit, so one fsync,
+for all of them (group commit); each call fails or succeeds on its own, and
+none is answered before the commit.
 
 **Waiting.** A receive that finds nothing waits on the event loop (never in
 the thread): for a write by this provider, for the next time-driven change
