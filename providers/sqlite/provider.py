@@ -371,7 +371,10 @@ class SqliteProvider:
                 if not jobs:
                     self._draining = False
                     return
-            outcomes = self._store.run_group([(job[0], job[1], job[2]) for job in jobs])
+            try:
+                outcomes = self._store.run_group([(job[0], job[1], job[2]) for job in jobs])
+            except Exception as error:  # a bug: its callers see it rather than hang
+                outcomes = [(False, error)] * len(jobs)
             with contextlib.suppress(RuntimeError):  # a closed loop: no one waits any more
                 loop.call_soon_threadsafe(_answer, [job[3] for job in jobs], outcomes)
 
