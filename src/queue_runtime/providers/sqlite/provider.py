@@ -18,7 +18,11 @@ whole transaction run by one function on that thread (a receive's sweep,
 claim and read are one ``BEGIN IMMEDIATE`` ... ``COMMIT``), instead of one
 loop round trip per statement. Serializing a process's calls through one
 connection is also the single-writer pattern SQLite wants; other processes
-wait for the write lock up to ``busy_timeout``.
+wait for the write lock up to ``busy_timeout``. Calls that queue up while the
+thread is busy (a receive and the completions behind it, say) run together,
+in order, in one transaction with a savepoint each: one commit, so one fsync,
+for all of them (group commit); each call fails or succeeds on its own, and
+none is answered before the commit.
 
 **Waiting.** A receive that finds nothing waits on the event loop (never in
 the thread): for a write by this provider, for the next time-driven change
@@ -45,9 +49,12 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import contextlib
 import functools
 import os
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -90,6 +97,10 @@ class SqliteProvider:
         self._thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="queue-runtime-sqlite"
         )
+        self._jobs: collections.deque[_Job] = collections.deque()
+        self._jobs_lock = threading.Lock()
+        self._draining = False
+        """A drain of ``_jobs`` is queued or running on the thread (under ``_jobs_lock``)."""
         self._changed = asyncio.Event()
         self._last_poll = 0.0
         self._closed = False
@@ -325,11 +336,47 @@ class SqliteProvider:
 
     async def _call(self, operation: str, function: Callable[..., T], *args: Any) -> T:
         """Run ``function(*args)`` on the worker thread (SQLite errors become QueueErrors)."""
-        loop = asyncio.get_running_loop()
-        result: T = await loop.run_in_executor(
-            self._thread, self._store.call, operation, function, *args
-        )
+        result: T = await self._submit(operation, function, *args)
         return result
+
+    def _submit(
+        self, operation: str, function: Callable[..., Any], *args: Any
+    ) -> asyncio.Future[Any]:
+        """Queue a call for the worker thread; its answer comes once it is committed.
+
+        Calls that queue up while the thread is busy run together, in order, in
+        one transaction (:meth:`Store.run_group`): one commit, one fsync for all.
+        """
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        with self._jobs_lock:
+            self._jobs.append((operation, function, args, answer))
+            if self._draining:
+                return answer
+            self._draining = True
+        try:
+            self._thread.submit(self._drain, loop)
+        except RuntimeError:  # the thread was shut down
+            with self._jobs_lock:
+                self._draining = False
+            raise
+        return answer
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the worker thread: run what is queued, a group at a time, until none is left."""
+        while True:
+            with self._jobs_lock:
+                jobs = list(self._jobs)
+                self._jobs.clear()
+                if not jobs:
+                    self._draining = False
+                    return
+            try:
+                outcomes = self._store.run_group([(job[0], job[1], job[2]) for job in jobs])
+            except Exception as error:  # a bug: its callers see it rather than hang
+                outcomes = [(False, error)] * len(jobs)
+            with contextlib.suppress(RuntimeError):  # a closed loop: no one waits any more
+                loop.call_soon_threadsafe(_answer, [job[3] for job in jobs], outcomes)
 
     async def _wait_for(
         self,
@@ -352,7 +399,7 @@ class SqliteProvider:
         while not self._closed and not stop():
             changed = self._changed
             now = self.clock.now()
-            job = loop.run_in_executor(self._thread, self._store.call, operation, attempt, now)
+            job = self._submit(operation, attempt, now)
             try:
                 outcome: tuple[list[T], float | None] = await asyncio.shield(job)
             except asyncio.CancelledError:
@@ -487,6 +534,20 @@ class SqliteSessionReceiver:
                 operation=operation,
                 queue=self._hold.queue,
             )
+
+
+_Job = tuple[str, Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+"""An operation's name, the store function and its arguments, and the caller's answer."""
+
+
+def _answer(answers: list[asyncio.Future[Any]], outcomes: list[tuple[bool, Any]]) -> None:
+    for answer, (ok, value) in zip(answers, outcomes, strict=True):
+        if answer.done():  # (shielded callers are never cancelled here; others may be)
+            continue
+        if ok:
+            answer.set_result(value)
+        else:
+            answer.set_exception(value)
 
 
 def create_provider(config: Any, clock: Clock) -> SqliteProvider:

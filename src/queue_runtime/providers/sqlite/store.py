@@ -15,12 +15,18 @@ to the DLQ (``dead = 1``). Time-driven changes (a lock that ran out, a
 scheduled message that is due, a time to live that passed) are applied by
 :meth:`Store.sweep` at the start of every transaction that hands out
 messages or counts them, so they hold across processes without a
-background task: every process sees the same rows and the same clock.
+background task: every process sees the same rows and the same clock. A
+sweep remembers when the next such change can come (the earliest lock
+expiry, scheduled time or time to live in the file), and the next one runs
+its statements only once that time has come, or another connection has
+committed since (``PRAGMA data_version``), or this one made something due
+sooner or gave messages back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -51,6 +57,9 @@ _COLUMNS: Final = (
     "time_to_live, enqueued_at, delivery_count, first_delivered_at, delivered_at, token, "
     "locked_until, dead_letter_reason, dead_letter_description, dead_letter_properties"
 )
+_RECEIPTS_PER_DELETE: Final = 200
+"""Receipts completed by one statement (4 parameters each, within SQLite's oldest limit
+of 999 parameters)."""
 _TTL_DESCRIPTION: Final = "time to live passed before delivery"
 _BLOCKED: Final = (
     "SELECT session_id FROM messages WHERE queue = :queue AND dead = 0 "
@@ -91,6 +100,18 @@ def _decode(blob: bytes | None) -> dict[str, str]:
     return orjson.loads(blob) if blob else {}
 
 
+class _Times(dict[float, datetime]):
+    """Datetimes of Unix times, each made once (a batch's messages share most of theirs)."""
+
+    def __missing__(self, timestamp: float) -> datetime:
+        moment = self[timestamp] = to_datetime(timestamp)
+        return moment
+
+
+class _Unsettled(Exception):
+    """A batch of completions that did not all go through (rolled back, then tried one by one)."""
+
+
 class Store:
     """The database file behind one provider, used from one thread."""
 
@@ -101,6 +122,11 @@ class Store:
         self._connection: sqlite3.Connection | None = None
         self._known_queues: set[str] = set()
         self._seen_version = -1
+        self._quiet_until: dict[str, float] = {}
+        """Per queue, the clock time before which a sweep has nothing to do (from the
+        last sweep and this connection's writes since); valid for ``_quiet_version``."""
+        self._quiet_version = -1
+        self._grouped = False
 
     # -- connection and transactions ----------------------------------------------
 
@@ -130,17 +156,82 @@ class Store:
         if connection is not None:
             connection.close()
 
+    def run_group(
+        self, jobs: Sequence[tuple[str, Callable[..., Any], tuple[Any, ...]]]
+    ) -> list[tuple[bool, Any]]:
+        """Run several calls in one transaction; per call ``(True, result)`` or
+        ``(False, error)``, all known once the transaction is committed.
+
+        Each call's writes are a savepoint: a call that raises leaves nothing
+        behind and the others go on. If SQLite itself fails (a full disk, a
+        lost lock), all is rolled back and each call is run again on its own,
+        so each caller sees its own outcome."""
+        if len(jobs) == 1:
+            return [self._outcome(*jobs[0])]
+        try:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:
+            return [self._outcome(*job) for job in jobs]
+        outcomes: list[tuple[bool, Any]] = []
+        self._grouped = True
+        try:
+            for _, function, args in jobs:
+                try:
+                    outcomes.append((True, function(*args)))
+                except sqlite3.Error:
+                    raise
+                except Exception as error:  # its savepoint was rolled back
+                    outcomes.append((False, error))
+            self._grouped = False
+            db.execute("COMMIT")
+        except BaseException as error:
+            self._grouped = False
+            self._quiet_until.clear()
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if not isinstance(error, sqlite3.Error):
+                raise
+            return [self._outcome(*job) for job in jobs]
+        return outcomes
+
+    def _outcome(
+        self, operation: str, function: Callable[..., Any], args: tuple[Any, ...]
+    ) -> tuple[bool, Any]:
+        try:
+            return True, self.call(operation, function, *args)
+        except Exception as error:
+            return False, error
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         db = self.db
+        if self._grouped:  # inside run_group's transaction
+            db.execute("SAVEPOINT call")
+            try:
+                yield db
+            except BaseException:
+                self._quiet_until.clear()
+                db.execute("ROLLBACK TO call")
+                db.execute("RELEASE call")
+                raise
+            db.execute("RELEASE call")
+            return
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
         except BaseException:
+            self._quiet_until.clear()  # a sweep that is rolled back did not happen
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def _due_by(self, queue: str, moment: float) -> None:
+        """This connection wrote something time makes due at ``moment``."""
+        quiet = self._quiet_until.get(queue)
+        if quiet is not None and moment < quiet:
+            self._quiet_until[queue] = moment
 
     def changed_elsewhere(self) -> bool:
         """Did another connection commit since this was last asked (or since a claim)?"""
@@ -184,6 +275,7 @@ class Store:
             ):
                 db.execute(f"DELETE FROM {table} WHERE {column} = ?", (queue,))
         self._known_queues.discard(queue)
+        self._quiet_until.pop(queue, None)
 
     # -- sending ----------------------------------------------------------------------
 
@@ -227,6 +319,9 @@ class Store:
         with self._write() as db:
             self._queue(db, queue, now, "send")
             if now_rows:
+                expiring = [row[9] for row in now_rows if row[9] is not None]
+                if expiring:
+                    self._due_by(queue, min(expiring))
                 db.executemany(
                     "INSERT INTO messages (queue, session_id, message_id, body, attributes, "
                     "correlation_id, content_type, time_to_live, enqueued_at, expires_at) "
@@ -234,6 +329,7 @@ class Store:
                     now_rows,
                 )
             if later_rows:
+                self._due_by(queue, min(row[1] for row in later_rows))
                 db.executemany(
                     "INSERT INTO scheduled (queue, due, session_id, message_id, body, "
                     "attributes, correlation_id, content_type, time_to_live) "
@@ -244,7 +340,15 @@ class Store:
     # -- time -------------------------------------------------------------------------
 
     def sweep(self, db: sqlite3.Connection, queue: str, now: float) -> None:
-        """Apply what time made due in ``queue``: scheduled messages, run-out locks, TTLs."""
+        """Apply what time made due in ``queue``: scheduled messages, run-out locks, TTLs.
+
+        Only reads ``PRAGMA data_version`` while nothing can be due (see the module)."""
+        version = db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._quiet_version:
+            self._quiet_until.clear()  # another connection committed: its rows count too
+            self._quiet_version = version
+        elif now < self._quiet_until.get(queue, now):
+            return
         db.execute(
             "INSERT INTO messages (queue, session_id, message_id, body, attributes, "
             "correlation_id, content_type, time_to_live, enqueued_at, expires_at) "
@@ -275,6 +379,19 @@ class Store:
             "AND expires_at <= ? AND dead = 0 AND token IS NULL",
             (TTL_EXPIRED_REASON, _TTL_DESCRIPTION, queue, now),
         )
+        row = db.execute(
+            "SELECT min(t) FROM ("
+            " SELECT min(locked_until) AS t FROM messages WHERE queue = ?1 AND dead = 0"
+            "  AND token IS NOT NULL"
+            " UNION ALL SELECT min(locked_until) FROM messages WHERE queue = ?1 AND dead = 1"
+            "  AND token IS NOT NULL"
+            " UNION ALL SELECT min(due) FROM scheduled WHERE queue = ?1"
+            " UNION ALL SELECT * FROM (SELECT expires_at FROM messages WHERE queue = ?1"
+            "  AND expires_at IS NOT NULL AND dead = 0 AND token IS NULL"
+            "  ORDER BY expires_at LIMIT 1))",
+            (queue,),
+        ).fetchone()
+        self._quiet_until[queue] = float("inf") if row[0] is None else float(row[0])
 
     def _next_due(self, db: sqlite3.Connection, queue: str, dead: int, now: float) -> float | None:
         """When time next changes what can be handed out of ``queue`` (clock seconds)."""
@@ -336,8 +453,8 @@ class Store:
                 due = self._next_due(db, queue, half, now)
                 self._note_version(db)
                 return [], due
-            rows = self._deliver(db, seqs, now, dead=dead, holder=None, until=None)
-        times: dict[float, datetime] = {}
+            rows = self._deliver(db, queue, seqs, now, dead=dead, holder=None, until=None)
+        times = _Times()
         return [self._received(queue, row, dead, None, times) for row in rows], None
 
     def _grouped_candidates(
@@ -396,6 +513,7 @@ class Store:
     def _deliver(
         self,
         db: sqlite3.Connection,
+        queue: str,
         seqs: list[int],
         now: float,
         *,
@@ -405,15 +523,16 @@ class Store:
     ) -> list[tuple[Any, ...]]:
         token = secrets.token_hex(12)
         locked_until = until if until is not None else now + self.config.lock_duration
+        self._due_by(queue, locked_until)
         counted = 0 if dead else 1
-        db.executemany(
+        marks = ",".join("?" * len(seqs))
+        db.execute(
             "UPDATE messages SET token = ?, locked_until = ?, holder = ?, "
             "delivery_count = delivery_count + ?, "
-            "first_delivered_at = coalesce(first_delivered_at, ?), delivered_at = ? "
-            "WHERE seq = ?",
-            [(token, locked_until, holder, counted, now, now, seq) for seq in seqs],
+            f"first_delivered_at = coalesce(first_delivered_at, ?), delivered_at = ? "
+            f"WHERE seq IN ({marks})",
+            [token, locked_until, holder, counted, now, now, *seqs],
         )
-        marks = ",".join("?" * len(seqs))
         rows = db.execute(
             f"SELECT {_COLUMNS} FROM messages WHERE seq IN ({marks})",
             seqs,
@@ -428,17 +547,10 @@ class Store:
         row: tuple[Any, ...],
         dead: bool,
         hold: SessionHold | None,
-        times: dict[float, datetime],
+        times: _Times,
     ) -> ReceivedMessage:
         """The message of a row; ``times`` caches datetimes across a batch (its messages
-        share their delivery time and lock expiry)."""
-
-        def when(timestamp: float) -> datetime:
-            moment = times.get(timestamp)
-            if moment is None:
-                moment = times[timestamp] = to_datetime(timestamp)
-            return moment
-
+        share their delivery time and lock expiry, and mostly their enqueue time)."""
         (
             seq,
             session_id,
@@ -464,7 +576,7 @@ class Store:
             provider_id=self.provider_id,
             queue=QueueName(queue),
             token=f"peek-{seq}" if peek else token,
-            locked_until=when(locked_until if locked_until is not None else delivered),
+            locked_until=times[locked_until if locked_until is not None else delivered],
             dead_letter=dead,
             native=None if peek else Delivery(seq, dead, hold),
         )
@@ -480,11 +592,11 @@ class Store:
             content_type=content_type,
             time_to_live=time_to_live,
             delivery_count=delivery_count,
-            enqueued_at=when(enqueued_at),
-            first_delivered_at=when(
+            enqueued_at=times[enqueued_at],
+            first_delivered_at=times[
                 first_delivered_at if first_delivered_at is not None else delivered
-            ),
-            delivered_at=when(delivered),
+            ],
+            delivered_at=times[delivered],
             receipt=receipt,
             sequence_number=seq,
             dead_letter_reason=reason,
@@ -501,6 +613,7 @@ class Store:
             native = receipt.native
             if isinstance(native, Delivery):
                 rows.append((0 if native.dead else 1, native.seq, receipt.token))
+                self._quiet_until.pop(receipt.queue, None)  # waiting again: a TTL may be due
         if not rows:
             return
         with self._write() as db:
@@ -575,7 +688,39 @@ class Store:
     def complete_many(
         self, receipts: Sequence[ReceiptHandle], now: float
     ) -> list[QueueError | None]:
-        """Complete each receipt in one transaction; per receipt ``None`` or its error."""
+        """Complete each receipt in one transaction; per receipt ``None`` or its error.
+
+        The common case (plain receipts of this provider, every lock still held)
+        is one ``DELETE`` per ``_RECEIPTS_PER_DELETE`` receipts (each statement is a
+        round trip for the GIL, which the event loop wants too); if any of them
+        fails, the transaction is rolled back and each receipt is settled on its
+        own to tell which one failed."""
+        rows: list[Any] = []
+        for receipt in receipts:
+            native = receipt.native
+            if (
+                receipt.provider_id != self.provider_id
+                or not isinstance(native, Delivery)
+                or native.hold is not None
+            ):
+                break
+            rows.append((native.seq, receipt.queue, 1 if native.dead else 0, receipt.token))
+        else:
+            with contextlib.suppress(_Unsettled), self._write() as db:
+                step = _RECEIPTS_PER_DELETE
+                for start in range(0, len(rows), step):
+                    chunk = rows[start : start + step]
+                    values = ",".join(["(?, ?, ?, ?)"] * len(chunk))
+                    deleted = db.execute(
+                        "DELETE FROM messages WHERE seq IN (SELECT m.seq "
+                        f"FROM (VALUES {values}) AS r JOIN messages AS m ON m.seq = r.column1 "
+                        "AND m.queue = r.column2 AND m.dead = r.column3 AND m.token = r.column4 "
+                        "WHERE m.locked_until > ?)",
+                        [*itertools.chain.from_iterable(chunk), now],
+                    ).rowcount
+                    if deleted != len(chunk):
+                        raise _Unsettled
+                return [None] * len(rows)
         with self._write() as db:
             return [self._delete(db, receipt, now) for receipt in receipts]
 
@@ -612,6 +757,7 @@ class Store:
     def _release(
         self, db: sqlite3.Connection, seq: int, dead: bool, count: int, visible_at: float
     ) -> None:
+        self._quiet_until.clear()  # waiting again: its time to live may have passed
         if not dead and count >= self.config.max_delivery_count:
             self._to_dead_letters(
                 db,
@@ -769,9 +915,9 @@ class Store:
                 self._note_version(db)
                 return [], due
             rows = self._deliver(
-                db, seqs, now, dead=False, holder=hold.token, until=hold.locked_until
+                db, hold.queue, seqs, now, dead=False, holder=hold.token, until=hold.locked_until
             )
-        times: dict[float, datetime] = {}
+        times = _Times()
         return [self._received(hold.queue, row, False, hold, times) for row in rows], None
 
     def renew_session(self, hold: SessionHold, now: float) -> float:
@@ -870,7 +1016,7 @@ class Store:
             f"SELECT {_COLUMNS} FROM messages WHERE queue = ? AND dead = 1 ORDER BY seq LIMIT ?",
             (queue, limit),
         ).fetchall()
-        times: dict[float, datetime] = {}
+        times = _Times()
         return [
             self._received(queue, (*row[:12], None, *row[13:]), True, None, times) for row in rows
         ]
