@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import importlib
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ __all__ = [
     "MAX_DELIVERY_REASON",
     "TTL_EXPIRED_REASON",
     "Capabilities",
+    "ProviderBase",
     "ProviderType",
     "QueueProvider",
     "SessionProvider",
@@ -122,6 +124,29 @@ class Capabilities:
     provider_type: ProviderType
     max_batch_size: int
     max_message_size: int
+
+
+class ProviderBase:
+    """What every provider writes alike: a unique id and its fixed capabilities.
+
+    Example:
+        >>> from queue_runtime.provider import Capabilities, ProviderBase, ProviderType
+        >>> base = ProviderBase("memory", Capabilities(ProviderType.MEMORY, 100, 262_144))
+        >>> base.provider_id.startswith("memory-"), base.capabilities.max_batch_size
+        (True, 100)
+    """
+
+    def __init__(self, id_prefix: str, capabilities: Capabilities) -> None:
+        self._id = f"{id_prefix}-{uuid.uuid4().hex[:12]}"
+        self._capabilities = capabilities
+
+    @property
+    def provider_id(self) -> str:
+        return self._id
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
 
 
 class SessionReceiver(Protocol):

@@ -64,6 +64,7 @@ from queue_runtime.provider import (
     MAX_DELIVERY_REASON,
     TTL_EXPIRED_REASON,
     Capabilities,
+    ProviderBase,
     ProviderType,
     SessionSupport,
 )
@@ -104,7 +105,7 @@ BUFFER_HOLD: Final = 60.0
 """Seconds an unclaimed buffered message is kept before it is released to SQS."""
 
 
-class SqsProvider:
+class SqsProvider(ProviderBase):
     """Amazon SQS queues, standard and FIFO. Built by :func:`queue_runtime.create_client`
     from an :class:`~queue_runtime.config.AwsSqsConfig`, or directly.
 
@@ -119,11 +120,12 @@ class SqsProvider:
                 field="aws.visibility_timeout",
             )
         self.clock: Clock = clock or SystemClock()
-        self._id = f"sqs-{uuid.uuid4().hex[:12]}"
         self._visibility = math.ceil(self.config.visibility_timeout)
         self._wait = int(self.config.wait_time)
-        self._capabilities = Capabilities(
-            ProviderType.AWS_SQS, MAX_BATCH, MAX_MESSAGE_SIZE - METADATA_RESERVE
+        # 10 per batch; 256 KiB minus a 2 KiB reserve for the runtime's metadata
+        super().__init__(
+            "sqs",
+            Capabilities(ProviderType.AWS_SQS, MAX_BATCH, MAX_MESSAGE_SIZE - METADATA_RESERVE),
         )
         self._transport = SqsTransport(self.config)
         self._ledger = Ledger(self._id)
@@ -132,15 +134,6 @@ class SqsProvider:
         self._closed = False
 
     # -- the provider interface -------------------------------------------------
-
-    @property
-    def provider_id(self) -> str:
-        return self._id
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """10 per batch; 256 KiB minus a 2 KiB reserve for the runtime's metadata."""
-        return self._capabilities
 
     def session_support(self, queue: QueueName) -> SessionSupport:
         """``EMULATED`` for FIFO queues (``.fifo``), ``NONE`` for standard queues."""

@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -80,7 +79,7 @@ from queue_runtime.errors import (
 )
 from queue_runtime.health import QueueInfo
 from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
-from queue_runtime.provider import Capabilities, ProviderType, SessionSupport
+from queue_runtime.provider import Capabilities, ProviderBase, ProviderType, SessionSupport
 from queue_runtime.telemetry import log_fields
 
 from .connection import build_client, secret_values
@@ -150,7 +149,7 @@ class _Receiver:
         self.opened = opened
 
 
-class AzureServiceBusProvider:
+class AzureServiceBusProvider(ProviderBase):
     """Queues of one Service Bus namespace. Build it with
     :func:`queue_runtime.create_client` and an ``AzureServiceBusConfig``.
 
@@ -170,7 +169,6 @@ class AzureServiceBusProvider:
             raise ConfigurationError("expected AzureServiceBusConfig", field="provider")
         self.config = config
         self.clock: Clock = clock or SystemClock()
-        self._id = f"azure-{uuid.uuid4().hex[:12]}"
         self._secrets = secret_values(config)
         self._credential: AsyncTokenCredential | None = None
         if client is None:
@@ -178,8 +176,11 @@ class AzureServiceBusProvider:
             client = built  # mypy checks here that the real client fits the seam
         self._client: ServiceBusSeam = client
         reserve = min(ENVELOPE_RESERVE, config.max_message_size // 16)
-        self._capabilities = Capabilities(
-            ProviderType.AZURE_SERVICE_BUS, MAX_BATCH_SIZE, config.max_message_size - reserve
+        super().__init__(
+            "azure",
+            Capabilities(
+                ProviderType.AZURE_SERVICE_BUS, MAX_BATCH_SIZE, config.max_message_size - reserve
+            ),
         )
         self._patterns = config.session_queue_patterns()
         self._senders: dict[str, SenderSeam] = {}
@@ -191,14 +192,6 @@ class AzureServiceBusProvider:
         self._closed = False
 
     # -- the provider interface ---------------------------------------------
-
-    @property
-    def provider_id(self) -> str:
-        return self._id
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._capabilities
 
     def session_support(self, queue: QueueName) -> SessionSupport:
         """``NATIVE`` for session-enabled queues (all, unless configured or learned otherwise)."""

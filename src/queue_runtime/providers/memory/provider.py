@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,7 +56,13 @@ from queue_runtime.messages import (
     ReceivedMessage,
     SessionId,
 )
-from queue_runtime.provider import Capabilities, ProviderType, SessionSupport, SettledReceipts
+from queue_runtime.provider import (
+    Capabilities,
+    ProviderBase,
+    ProviderType,
+    SessionSupport,
+    SettledReceipts,
+)
 
 from .broker import Entity, Record, SessionLock
 from .faults import FaultInjector
@@ -76,7 +81,7 @@ class QueueStats:
     dead_lettered: int
 
 
-class InMemoryProvider:
+class InMemoryProvider(ProviderBase):
     """Queues in this process's memory. Create with :func:`queue_runtime.create_client`
     and ``InMemoryConfig()``, or directly to inspect and inject faults in tests."""
 
@@ -90,9 +95,11 @@ class InMemoryProvider:
         self.config = config or InMemoryConfig()
         self.clock: Clock = clock or SystemClock()
         self.faults = faults or FaultInjector()
-        self._id = f"memory-{uuid.uuid4().hex[:12]}"
-        self._capabilities = Capabilities(
-            ProviderType.MEMORY, self.config.max_batch_size, self.config.max_message_size
+        super().__init__(
+            "memory",
+            Capabilities(
+                ProviderType.MEMORY, self.config.max_batch_size, self.config.max_message_size
+            ),
         )
         self._entities: dict[str, Entity] = {}
         self._settled = SettledReceipts()
@@ -102,14 +109,6 @@ class InMemoryProvider:
         self._unsubscribe = subscribe(self._on_clock_moved) if callable(subscribe) else None
 
     # -- the provider interface ---------------------------------------------
-
-    @property
-    def provider_id(self) -> str:
-        return self._id
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._capabilities
 
     def session_support(self, queue: QueueName) -> SessionSupport:
         if self.config.session_mode == "native":

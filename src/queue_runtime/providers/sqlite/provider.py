@@ -55,7 +55,6 @@ import contextlib
 import functools
 import os
 import threading
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -71,7 +70,7 @@ from queue_runtime.errors import (
 )
 from queue_runtime.health import QueueInfo
 from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
-from queue_runtime.provider import Capabilities, ProviderType, SessionSupport
+from queue_runtime.provider import Capabilities, ProviderBase, ProviderType, SessionSupport
 
 from .store import SessionHold, Store
 
@@ -80,7 +79,7 @@ __all__ = ["SqliteProvider", "SqliteSessionReceiver", "create_provider"]
 T = TypeVar("T")
 
 
-class SqliteProvider:
+class SqliteProvider(ProviderBase):
     """Queues in one SQLite file. Create with :func:`queue_runtime.create_client` and
     ``SqliteConfig(path=...)``, or directly (with a ``clock``) in tests."""
 
@@ -89,9 +88,11 @@ class SqliteProvider:
         self.clock: Clock = clock or SystemClock()
         self.path = os.path.abspath(os.path.expanduser(self.config.path))
         """The database file, made absolute when the provider was created."""
-        self._id = f"sqlite-{uuid.uuid4().hex[:12]}"
-        self._capabilities = Capabilities(
-            ProviderType.SQLITE, self.config.max_batch_size, self.config.max_message_size
+        super().__init__(
+            "sqlite",
+            Capabilities(
+                ProviderType.SQLITE, self.config.max_batch_size, self.config.max_message_size
+            ),
         )
         self._store = Store(self.config, self.path, self._id)
         self._thread = concurrent.futures.ThreadPoolExecutor(
@@ -108,14 +109,6 @@ class SqliteProvider:
         self._unsubscribe = subscribe(self._notify) if callable(subscribe) else None
 
     # -- the provider interface ---------------------------------------------
-
-    @property
-    def provider_id(self) -> str:
-        return self._id
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._capabilities
 
     def session_support(self, queue: QueueName) -> SessionSupport:
         if self.config.session_mode == "native":
