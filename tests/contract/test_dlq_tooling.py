@@ -11,7 +11,7 @@ from queue_runtime import dlq
 from queue_runtime.client import REQUEUE_COUNT_ATTRIBUTE
 from queue_runtime.errors import QueueError
 from queue_runtime.provider import SessionProvider
-from queue_runtime.providers.memory.faults import FaultyProvider
+from queue_runtime.testing import FaultyProvider
 
 from .harness import Harness, close_sessions, drain, receive_one
 

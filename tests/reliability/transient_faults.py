@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from queue_runtime.errors import QueueError
 from queue_runtime.messages import ReceiptHandle
 from queue_runtime.provider import SupportsCompleteMany
-from queue_runtime.providers.memory.faults import Fault, FaultInjector, FaultyProvider
+from queue_runtime.providers.memory.faults import Fault, FaultInjector
+from queue_runtime.testing import FaultyProvider
 
 AFTER_SHARE = 1 / 3
 """Of the injected faults, this share strikes after the real call."""

@@ -16,8 +16,7 @@ from queue_runtime.errors import (
 )
 from queue_runtime.messages import QueueName
 from queue_runtime.providers.memory import FaultInjector, InMemoryProvider
-from queue_runtime.providers.memory.faults import FaultyProvider
-from queue_runtime.testing import VirtualClock
+from queue_runtime.testing import FaultyProvider, VirtualClock
 
 Q = QueueName("jobs")
 pytestmark = pytest.mark.usefixtures("virtual_time")
@@ -244,7 +243,8 @@ async def test_delay_rules_leave_check_alone_and_lose_lock_rules_only_match_lock
 
 async def test_a_health_probe_through_a_faulty_provider_sees_the_outage() -> None:
     from queue_runtime.health import probe_queue
-    from queue_runtime.providers.memory import FaultyProvider, InMemoryProvider
+    from queue_runtime.providers.memory import InMemoryProvider
+    from queue_runtime.testing import FaultyProvider
 
     inner = InMemoryProvider()
     faulty = FaultyProvider(inner)

@@ -23,6 +23,7 @@ LAYERS = ["core", "actors", "bot", "providers", "github", "testing", "cli"]
 ALLOWED = {
     ("queue_runtime.actors", "queue_runtime.bot"),
     ("queue_runtime.github.events", "queue_runtime.testing.github_events"),
+    ("queue_runtime.providers.memory.faults", "queue_runtime.testing.faults"),
 }
 
 

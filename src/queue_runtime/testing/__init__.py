@@ -28,7 +28,8 @@ Example:
     [1, 2]
 """
 
-from queue_runtime.providers.memory.faults import FaultInjector, FaultyProvider
+from queue_runtime.providers.memory.faults import FaultInjector
+from queue_runtime.testing.faults import FaultyProvider
 from queue_runtime.testing.kit import BotKit, KitStats
 from queue_runtime.testing.probes import ANY, Journal, Probe, ProbeEvent, ProbeFailure
 from queue_runtime.testing.virtual import VirtualClock, is_virtual, run, virtual_time

@@ -3,7 +3,7 @@ under virtual time, with probes, faults, crashes and the checks that matter.
 
 A :class:`BotKit` owns one :class:`~queue_runtime.providers.memory.InMemoryProvider`
 (on a :class:`~queue_runtime.testing.VirtualClock`) and runs the bot on it
-through a :class:`~queue_runtime.providers.memory.faults.FaultyProvider` — the
+through a :class:`~queue_runtime.testing.FaultyProvider` — the
 bot's connection, where ``kit.faults`` strike. The test publishes through a
 connection of its own, which faults never touch.
 
@@ -46,7 +46,7 @@ from queue_runtime.bot.context import BotOptions
 from queue_runtime.clock import to_datetime
 from queue_runtime.messages import Message, ReceivedMessage
 from queue_runtime.providers.memory import FaultInjector, InMemoryProvider, QueueStats
-from queue_runtime.providers.memory.faults import FaultyProvider
+from queue_runtime.testing.faults import FaultyProvider
 from queue_runtime.testing.invariants import Published, Record, violations
 from queue_runtime.testing.probes import Journal, Life, Probe
 from queue_runtime.testing.virtual import VirtualClock, is_virtual

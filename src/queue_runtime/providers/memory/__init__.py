@@ -8,14 +8,22 @@ Example:
     'native'
 """
 
-from .faults import FaultInjector, FaultyProvider
+from .faults import FaultInjector
 from .provider import InMemoryProvider, MemorySessionReceiver, QueueStats, create_provider
 
 __all__ = [
     "FaultInjector",
-    "FaultyProvider",
     "InMemoryProvider",
     "MemorySessionReceiver",
     "QueueStats",
     "create_provider",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``FaultyProvider`` moved to :mod:`queue_runtime.testing`; forward for one release."""
+    if name == "FaultyProvider":
+        from . import faults
+
+        return faults.FaultyProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,10 +5,10 @@ A :class:`FaultInjector` holds the rules; two things apply them:
 
 * the :class:`~queue_runtime.providers.memory.InMemoryProvider` itself, for the
   faults that need no waiting (fail, drop, lose lock);
-* a :class:`FaultyProvider`, which wraps a provider like an unreliable network
-  connection and applies every kind, including delays, a lock that is really
-  gone, and :meth:`FaultyProvider.disconnect` (the process lost the provider for
-  good: how the test kit models a crash).
+* a :class:`~queue_runtime.testing.FaultyProvider`, which wraps a provider like
+  an unreliable network connection and applies every kind, including delays, a
+  lock that is really gone, and ``disconnect()`` (the process lost the provider
+  for good: how the test kit models a crash).
 
 What each kind of fault means, exactly:
 
@@ -54,25 +54,20 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal, TypeVar
+from typing import Literal
 
-from queue_runtime.clock import Clock, SystemClock
 from queue_runtime.errors import (
     ConnectionFailedError,
     InvalidReceiptError,
     QueueError,
     SessionLockLostError,
 )
-from queue_runtime.health import QueueInfo, SupportsQueueInfo
-from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
-from queue_runtime.provider import Capabilities, SessionProvider, SessionReceiver, SessionSupport
 
-__all__ = ["LOCK_OPERATIONS", "OPERATIONS", "Fault", "FaultInjector", "FaultyProvider"]
+__all__ = ["LOCK_OPERATIONS", "OPERATIONS", "Fault", "FaultInjector", "lost_lock_error"]
 
 OPERATIONS = frozenset(
     {
@@ -103,7 +98,6 @@ LOCK_OPERATIONS = frozenset(
 """The operations that hold a lock, and so can find it lost."""
 
 ErrorFactory = Callable[[str], BaseException]
-T = TypeVar("T")
 
 
 def _default_error(operation: str) -> BaseException:
@@ -116,7 +110,7 @@ def _lost_answer(operation: str) -> BaseException:
     )
 
 
-def _lost_lock(operation: str) -> BaseException:
+def lost_lock_error(operation: str) -> BaseException:
     if operation == "renew_session_lock":
         return SessionLockLostError(
             "injected fault: the session lock was lost", operation=operation
@@ -193,11 +187,13 @@ class FaultInjector:
     def lose_lock_next(self, operation: str = "*", count: int = 1) -> None:
         """Make the next ``count`` calls of ``operation`` (one of :data:`LOCK_OPERATIONS`,
         or ``"*"`` for any of them) find their lock gone."""
-        self._add(_Rule("lose_lock", self._lock_operation(operation), False, _lost_lock), count)
+        self._add(
+            _Rule("lose_lock", self._lock_operation(operation), False, lost_lock_error), count
+        )
 
     def lose_lock_randomly(self, rate: float, operation: str = "*") -> None:
         """Make a fraction ``rate`` of the calls of ``operation`` find their lock gone."""
-        rule = _Rule("lose_lock", self._lock_operation(operation), False, _lost_lock)
+        rule = _Rule("lose_lock", self._lock_operation(operation), False, lost_lock_error)
         self._add(rule, None, rate)
 
     # -- delay ------------------------------------------------------------------------
@@ -313,246 +309,16 @@ class FaultInjector:
         return error
 
 
-class FaultyProvider:
-    """A provider seen through an unreliable connection: every call goes through the
-    rules of ``faults`` (all kinds, delays included), and :meth:`disconnect` cuts the
-    connection for good.
-
-    Receipts and sessions are the wrapped provider's own, so several
-    ``FaultyProvider`` s (several bot processes) can share one provider. Closing
-    this closes the connection, not the provider behind it. Give it its own
-    injector, not the wrapped provider's (whose rules the provider applies itself).
-
-    Example:
-        >>> import asyncio
-        >>> import queue_runtime as qr
-        >>> from queue_runtime.providers.memory import InMemoryProvider
-        >>> from queue_runtime.providers.memory.faults import FaultyProvider
-        >>> async def main() -> int:
-        ...     shared = InMemoryProvider(clock=qr.ManualClock())  # retry back-off costs no time
-        ...     connection = FaultyProvider(shared)
-        ...     connection.faults.drop_next("send")
-        ...     client = qr.QueueClient(connection)  # retries the lost answer: sent twice
-        ...     await client.send_message("jobs", qr.Message(b"hi"))
-        ...     return shared.stats("jobs").active
-        >>> asyncio.run(main())
-        2
-    """
-
-    def __init__(
-        self,
-        provider: SessionProvider,
-        faults: FaultInjector | None = None,
-        *,
-        clock: Clock | None = None,
-    ) -> None:
-        if faults is not None and faults is getattr(provider, "faults", None):
-            raise ValueError(
-                "give FaultyProvider its own FaultInjector: the provider already applies "
-                "the rules of its own one, so each would fire twice"
-            )
-        self.inner = provider
-        self.faults = faults if faults is not None else FaultInjector()
-        self._clock: Clock = clock or getattr(provider, "clock", None) or SystemClock()
-        self._connected = True
-        self._sessions: dict[object, _FaultySession] = {}
-        """Native session locks (``receipt.native``) -> the session that holds them."""
-
-    @property
-    def connected(self) -> bool:
-        """False once :meth:`disconnect` (or :meth:`aclose`) was called."""
-        return self._connected
-
-    def disconnect(self) -> None:
-        """Cut the connection for good: every later call fails with a transient
-        ``ConnectionFailedError``, and the answers of calls in progress are lost
-        (what they received stays locked until the locks expire)."""
-        self._connected = False
-
-    # -- the provider interface, through the faults --------------------------------
-
-    @property
-    def provider_id(self) -> str:
-        return self.inner.provider_id
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.inner.capabilities
-
-    @property
-    def clock(self) -> Clock:
-        return self._clock
-
-    def session_support(self, queue: QueueName) -> SessionSupport:
-        return self.inner.session_support(queue)
-
-    def check_messages(self, queue: QueueName, messages: Sequence[Message]) -> None:
-        check = getattr(self.inner, "check_messages", None)
-        if check is not None:
-            check(queue, messages)
-
-    async def send(self, queue: QueueName, messages: Sequence[Message]) -> None:
-        await self._call("send", lambda: self.inner.send(queue, messages))
-
-    async def receive(
-        self, queue: QueueName, max_messages: int, timeout: float
-    ) -> list[ReceivedMessage]:
-        return await self._call("receive", lambda: self.inner.receive(queue, max_messages, timeout))
-
-    async def complete(self, receipt: ReceiptHandle) -> None:
-        await self._call("complete", lambda: self.inner.complete(receipt), receipt)
-
-    async def abandon(self, receipt: ReceiptHandle, delay: float | None = None) -> None:
-        await self._call("abandon", lambda: self.inner.abandon(receipt, delay), receipt)
-
-    async def dead_letter(
-        self,
-        receipt: ReceiptHandle,
-        reason: str,
-        description: str | None = None,
-        properties: Mapping[str, str] | None = None,
-    ) -> None:
-        await self._call(
-            "dead_letter",
-            lambda: self.inner.dead_letter(receipt, reason, description, properties),
-            receipt,
+def __getattr__(name: str) -> object:
+    """``FaultyProvider`` moved to :mod:`queue_runtime.testing.faults`; forward for one release."""
+    if name == "FaultyProvider":
+        warnings.warn(
+            f"{__name__}.FaultyProvider moved to queue_runtime.testing.FaultyProvider; "
+            "the old name goes away in the next release",
+            DeprecationWarning,
+            stacklevel=2,
         )
+        from queue_runtime.testing.faults import FaultyProvider
 
-    async def renew_lock(self, receipt: ReceiptHandle) -> datetime:
-        return await self._call("renew_lock", lambda: self.inner.renew_lock(receipt), receipt)
-
-    async def accept_session(
-        self, queue: QueueName, session_id: SessionId | None, timeout: float
-    ) -> SessionReceiver | None:
-        receiver = await self._call(
-            "accept_session", lambda: self.inner.accept_session(queue, session_id, timeout)
-        )
-        return None if receiver is None else _FaultySession(self, receiver)
-
-    async def receive_dead_letters(
-        self, queue: QueueName, max_messages: int, timeout: float
-    ) -> list[ReceivedMessage]:
-        return await self._call(
-            "receive_dead_letters",
-            lambda: self.inner.receive_dead_letters(queue, max_messages, timeout),
-        )
-
-    async def peek_dead_letters(self, queue: QueueName, max_messages: int) -> list[ReceivedMessage]:
-        return await self._call(
-            "peek_dead_letters", lambda: self.inner.peek_dead_letters(queue, max_messages)
-        )
-
-    async def purge_dead_letters(self, queue: QueueName) -> int:
-        return await self._call("purge_dead_letters", lambda: self.inner.purge_dead_letters(queue))
-
-    async def queue_info(self, queue: QueueName) -> QueueInfo:
-        """The health hook, through the same faults (a probe sees an outage too)."""
-        inner = self.inner
-        if not isinstance(inner, SupportsQueueInfo):
-            raise QueueError("the wrapped provider cannot tell", operation="queue_info")
-        return await self._call("queue_info", lambda: inner.queue_info(queue))
-
-    async def aclose(self) -> None:
-        """Close the connection (the wrapped provider stays open)."""
-        self.disconnect()
-
-    def __repr__(self) -> str:
-        state = "connected" if self._connected else "disconnected"
-        return f"FaultyProvider({self.inner!r}, {state})"
-
-    # -- internals ---------------------------------------------------------------------
-
-    async def _call(
-        self,
-        operation: str,
-        call: Callable[[], Awaitable[T]],
-        receipt: ReceiptHandle | None = None,
-        session: _FaultySession | None = None,
-    ) -> T:
-        self._check_connected(operation)
-        delay = self.faults.delay_for(operation)
-        if delay > 0:
-            await self._clock.sleep(delay)
-            self._check_connected(operation)
-        fault = self.faults.fault_for(operation, after=False)
-        if fault is not None:
-            if fault.kind != "lose_lock":
-                raise fault.error
-            # the lock really goes, as on expiry; then the call finds it gone
-            if session is None and receipt is not None:
-                session = self._sessions.get(receipt.native)
-            if session is not None:
-                await session.release()
-                raise _lost_lock(operation)
-            if receipt is not None:
-                await self._release(receipt)
-        result = await call()
-        self._check_connected(operation)  # a disconnect while waiting loses the answer
-        fault = self.faults.fault_for(operation, after=True)
-        if fault is not None:
-            raise fault.error
-        return result
-
-    def _check_connected(self, operation: str) -> None:
-        if not self._connected:
-            raise ConnectionFailedError("disconnected from the provider", operation=operation)
-
-    async def _release(self, receipt: ReceiptHandle) -> None:
-        """Give a message lock back to the provider as its expiry would (quietly: if it
-        is gone already, the call that follows says so)."""
-        with contextlib.suppress(QueueError):
-            await self.inner.abandon(receipt)
-
-
-class _FaultySession:
-    """A session receiver through a :class:`FaultyProvider`."""
-
-    def __init__(self, connection: FaultyProvider, receiver: SessionReceiver) -> None:
-        self._connection = connection
-        self._receiver = receiver
-        self._natives: set[object] = set()
-
-    @property
-    def session_id(self) -> SessionId:
-        return self._receiver.session_id
-
-    @property
-    def locked_until(self) -> datetime:
-        return self._receiver.locked_until
-
-    async def receive(self, max_messages: int, timeout: float) -> list[ReceivedMessage]:
-        batch = await self._connection._call(
-            "session_receive", lambda: self._receiver.receive(max_messages, timeout), session=self
-        )
-        for message in batch:
-            native = message.receipt.native
-            if native is not None:
-                self._natives.add(native)
-                self._connection._sessions[native] = self
-        return batch
-
-    async def renew_lock(self) -> datetime:
-        return await self._connection._call(
-            "renew_session_lock", self._receiver.renew_lock, session=self
-        )
-
-    async def get_state(self) -> bytes | None:
-        return await self._connection._call("get_state", self._receiver.get_state, session=self)
-
-    async def set_state(self, state: bytes | None) -> None:
-        await self._connection._call(
-            "set_state", lambda: self._receiver.set_state(state), session=self
-        )
-
-    async def close(self) -> None:
-        await self._connection._call("close_session", self.release, session=self)
-
-    async def release(self) -> None:
-        """Release the session in the provider (its unsettled messages go back)."""
-        for native in self._natives:
-            self._connection._sessions.pop(native, None)
-        self._natives.clear()
-        await self._receiver.close()
-
-    def __repr__(self) -> str:
-        return f"_FaultySession(session_id={self.session_id!r})"
+        return FaultyProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
