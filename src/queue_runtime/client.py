@@ -217,6 +217,11 @@ class QueueClient:
         """Largest message (body plus attributes) in bytes."""
         return self._provider.capabilities.max_message_size
 
+    @property
+    def max_delivery_count(self) -> int:
+        """Deliveries after which the provider dead-letters a message (its own limit)."""
+        return self._provider.capabilities.max_delivery_count
+
     def session_support(self, queue: str) -> SessionSupport:
         """How ``queue`` orders messages by session (native, emulated or none)."""
         if not isinstance(self._provider, SessionProvider):

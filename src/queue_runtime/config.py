@@ -452,6 +452,9 @@ class AzureServiceBusConfig:
     the service which queues refuse session (or plain) receivers. ``max_message_size`` is
     the entity's limit on the encoded message (256 KiB on the standard tier, up to
     100 MiB on premium); the provider keeps a small reserve of it for the AMQP envelope.
+    ``max_delivery_count`` is the entities' ``MaxDeliveryCount`` (set on the queue in
+    Azure, 10 by default): the service dead-letters by it, and the bot's limit of failed
+    handlings follows it.
     """
 
     kind: ClassVar[Literal["azure"]] = "azure"
@@ -466,8 +469,10 @@ class AzureServiceBusConfig:
     prefetch: int = 0
     max_message_size: int = 262_144
     session_queues: str | None = None
+    max_delivery_count: int = 10
 
     def __post_init__(self) -> None:
+        _int_at_least(self.max_delivery_count, 1, "azure.max_delivery_count")
         connection_string = _wrap_secret(self, "connection_string", "azure.connection_string")
         client_secret = _wrap_secret(self, "client_secret", "azure.client_secret")
         _optional_text(self.namespace, "azure.namespace")

@@ -32,7 +32,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
 
 from queue_runtime.clock import Clock
 from queue_runtime.errors import ConfigurationError, QueueError
@@ -124,15 +125,23 @@ class Capabilities:
     provider_type: ProviderType
     max_batch_size: int
     max_message_size: int
+    max_delivery_count: int
+    """Deliveries after which the provider (or the service behind it) dead-letters a
+    message. The bot dead-letters after this many failed handlings, or fewer if told."""
 
 
 class ProviderBase:
-    """What every provider writes alike: a unique id and its fixed capabilities.
+    """What every provider writes alike: a unique id, its fixed capabilities, and
+    ``async with`` closing it (a provider writes only :meth:`aclose`).
 
     Example:
         >>> from queue_runtime.provider import Capabilities, ProviderBase, ProviderType
-        >>> base = ProviderBase("memory", Capabilities(ProviderType.MEMORY, 100, 262_144))
-        >>> base.provider_id.startswith("memory-"), base.capabilities.max_batch_size
+        >>> import asyncio
+        >>> capabilities = Capabilities(ProviderType.MEMORY, 100, 262_144, 5)
+        >>> async def main() -> tuple[bool, int]:
+        ...     async with ProviderBase("memory", capabilities) as base:  # aclose() on exit
+        ...         return base.provider_id.startswith("memory-"), base.capabilities.max_batch_size
+        >>> asyncio.run(main())
         (True, 100)
     """
 
@@ -147,6 +156,20 @@ class ProviderBase:
     @property
     def capabilities(self) -> Capabilities:
         return self._capabilities
+
+    async def aclose(self) -> None:
+        """Close the provider and its connections; idempotent. The base holds none."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 class SessionReceiver(Protocol):

@@ -522,6 +522,33 @@ def test_bad_settings_fail_at_construction() -> None:
         Bot(client, "bad queue name", [handler(Journal())])
 
 
+def test_the_bot_takes_its_delivery_limit_from_the_provider_and_refuses_a_higher_one() -> None:
+    client = qr.QueueClient(InMemoryProvider(qr.InMemoryConfig(max_delivery_count=7)))
+    assert client.max_delivery_count == 7
+
+    with pytest.raises(qr.ConfigurationError, match="above the provider's delivery limit 7"):
+        Bot(client, QUEUE, [handler(Journal())], max_delivery_count=8)
+    Bot(client, QUEUE, [handler(Journal())], max_delivery_count=3)  # lower: dead-letter sooner
+
+
+async def test_a_poison_message_is_dead_lettered_after_the_providers_limit_of_handlings(
+    provider_for: Callable[..., InMemoryProvider],
+) -> None:
+    provider = provider_for(max_delivery_count=3)
+    journal = Journal()
+
+    def poison(event: Event) -> None:
+        raise RuntimeError("poison")
+
+    client = qr.QueueClient(provider)
+    retry = qr.RetryPolicy(max_attempts=1, initial_delay=0.01, jitter=0.0)
+    async with Bot(client, QUEUE, [handler(journal, poison)], retry=retry):
+        await client.send_message(QUEUE, events(1, 1)[0])
+        await wait_until(lambda: provider.stats(QUEUE).dead_lettered == 1)
+
+    assert list(journal.calls.values()) == [3]
+
+
 SessionMode = Literal["emulated", "native"]
 
 

@@ -52,6 +52,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain-timeout", type=float, default=30.0)
     parser.add_argument("--receive-wait", type=float, default=1.0)
     parser.add_argument("--max-in-flight", type=int, default=1000)
+    parser.add_argument(
+        "--max-delivery-count", type=int, default=None, help="default: the provider's limit"
+    )
     parser.add_argument("--faults", type=float, default=0.0, help="share of failing calls")
     parser.add_argument("--fault-seed", type=int, default=None)
     parser.add_argument("--stats", type=Path, default=None, help="write the counters here")
@@ -109,6 +112,7 @@ async def run(args: argparse.Namespace, config: qr.QueueConfig) -> None:
         drain_timeout=args.drain_timeout,
         receive_wait=args.receive_wait,
         max_in_flight=args.max_in_flight,
+        max_delivery_count=args.max_delivery_count,
         retry=qr.RetryPolicy(max_attempts=2, initial_delay=0.01, jitter=0.0),
         handler_circuit=qr.CircuitBreakerConfig(enabled=not args.no_handler_circuit),
     )

@@ -140,6 +140,7 @@ async def test_under_30_percent_sqs_provider_faults_only_handlers_spend_deliveri
     )
     options = ["--log", str(log_path), "--receive-wait", "0.2", "--stats", str(stats_path)]
     options += ["--faults", str(FAULT_RATE), "--fault-seed", "7", "--no-handler-circuit"]
+    options += ["--max-delivery-count", str(MAX_DELIVERY_COUNT)]
     follower = LogFollower(log_path)
     ended: set[str] = set()
     ends: Counter[str] = Counter()

@@ -51,7 +51,7 @@ from pykka.messages import ProxyCall
 
 from queue_runtime.actors import AsyncioActorRef
 from queue_runtime.bot.completions import Completions
-from queue_runtime.bot.context import BotContext, BotOptions, BotSettings, BotStats
+from queue_runtime.bot.context import BotContext, BotOptions, BotSettings, BotStats, handling_limit
 from queue_runtime.bot.dead_letters import DeadLetterActor
 from queue_runtime.bot.handlers import Handler, HandlerSupervisor, routes
 from queue_runtime.bot.locks import LockRenewer
@@ -112,6 +112,8 @@ class Bot:
             config_or_client if isinstance(config_or_client, QueueClient) else None
         )
         self._owns_client = self._client is None
+        if self._client is not None:
+            handling_limit(self.settings, self._client)  # fail here, not in start()
         self._context: BotContext | None = None
         self._refs: dict[str, AsyncioActorRef[Any]] = {}
         self._renewer: LockRenewer | None = None

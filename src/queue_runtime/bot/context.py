@@ -40,8 +40,10 @@ class BotSettings:
     * ``max_in_flight`` — received but unsettled messages; pulling pauses above it.
     * ``drain_timeout`` — how long ``stop()`` lets running handlers finish.
     * ``max_delivery_count`` — failed handlings after which a message is
-      dead-lettered; each is handled again in place, so a poison message spends
-      one delivery of the queue's own limit (keep that limit higher).
+      dead-lettered. Unset, it is the provider's own delivery limit
+      (``client.max_delivery_count``, from the provider's config); it may be lower,
+      never higher. Each failed handling is handled again in place, so a poison
+      message spends one delivery of the queue's limit.
     * ``retry`` — the attempts of one handling, in place (default: 3 attempts in
       all, 1 s then 2 s apart with ±20 % jitter); the next handling follows one
       back-off step later.
@@ -72,8 +74,8 @@ class BotSettings:
     Example:
         >>> from queue_runtime.bot import BotSettings
         >>> settings = BotSettings(max_in_flight=200)
-        >>> settings.max_in_flight, settings.max_delivery_count
-        (200, 5)
+        >>> settings.max_in_flight, settings.max_delivery_count  # None: the provider's
+        (200, None)
         >>> BotSettings(max_sessions=0)
         Traceback (most recent call last):
         ...
@@ -85,7 +87,7 @@ class BotSettings:
     mailbox_size: int = 10
     max_in_flight: int = 1000
     drain_timeout: float = 30.0
-    max_delivery_count: int = 5
+    max_delivery_count: int | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     event_type_attribute: str = "event_type"
     router: Router | None = None
@@ -102,7 +104,8 @@ class BotSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "permanent_errors", tuple(self.permanent_errors))
         for name in ("max_sessions", "mailbox_size", "max_in_flight", "max_delivery_count"):
-            if getattr(self, name) < 1:
+            value = getattr(self, name)
+            if value is not None and value < 1:
                 raise ConfigurationError("must be at least 1", field=name)
         if self.unordered_concurrency < 1:
             raise ConfigurationError("must be at least 1", field="unordered_concurrency")
@@ -122,7 +125,7 @@ class BotOptions(TypedDict, total=False):
     mailbox_size: int
     max_in_flight: int
     drain_timeout: float
-    max_delivery_count: int
+    max_delivery_count: int | None
     retry: RetryPolicy
     event_type_attribute: str
     router: Router | None
@@ -170,6 +173,33 @@ class BotStats:
         return dataclasses.replace(self, circuits=dict(self.circuits))
 
 
+def handling_limit(settings: BotSettings, client: QueueClient) -> int:
+    """The bot's limit of failed handlings: its own setting, or the provider's delivery
+    limit; a setting above the provider's is refused (the provider would dead-letter
+    the message first, without its failure record).
+
+    Example:
+        >>> import queue_runtime as qr
+        >>> from queue_runtime.providers.memory import InMemoryProvider
+        >>> client = qr.QueueClient(InMemoryProvider(qr.InMemoryConfig(max_delivery_count=10)))
+        >>> handling_limit(BotSettings(), client)
+        10
+        >>> handling_limit(BotSettings(max_delivery_count=3), client)
+        3
+    """
+    limit = client.max_delivery_count
+    wanted = settings.max_delivery_count
+    if wanted is None:
+        return limit
+    if wanted > limit:
+        raise ConfigurationError(
+            f"{wanted} is above the provider's delivery limit {limit} "
+            f"({client.provider_type.value}): lower it, or raise the provider's max_delivery_count",
+            field="max_delivery_count",
+        )
+    return wanted
+
+
 class BotContext:
     """Settings, client and counters shared by one bot's actors."""
 
@@ -183,6 +213,8 @@ class BotContext:
         self.client = client
         self.queue = queue
         self.settings = settings
+        self.max_delivery_count = handling_limit(settings, client)
+        """Failed handlings after which a message is dead-lettered (see :class:`BotSettings`)."""
         self.stats = BotStats()
         self.circuits = HandlerCircuits(handler_names, settings.handler_circuit)
         """One circuit breaker per handler class (see :mod:`queue_runtime.bot.circuits`)."""

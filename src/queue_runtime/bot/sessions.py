@@ -267,7 +267,7 @@ class SessionActor(AsyncioActor):
         retry = settings.retry
         histories = self._parts.histories
         history = histories.get(message.message_id)  # made on the first failure only
-        if history is not None and history.handlings >= settings.max_delivery_count:
+        if history is not None and history.handlings >= context.max_delivery_count:
             # it failed often enough before, and came back: its dead-lettering did not go through
             handler_name = (await self._handler(event_type)).actor_class.__name__
             error = history.last_error or RuntimeError("failed before")
@@ -317,7 +317,7 @@ class SessionActor(AsyncioActor):
                 if charged >= retry.attempts:  # this handling failed: handle it again, in place
                     history.handlings += 1
                     charged = 0
-                    if history.handlings >= settings.max_delivery_count:
+                    if history.handlings >= context.max_delivery_count:
                         return await self._dead_letter_error(
                             message, error, attempt - 1, handler=handler_name, history=history
                         )
@@ -352,7 +352,7 @@ class SessionActor(AsyncioActor):
         handler: str | None = None,
     ) -> Outcome:
         """After the in-place retries: dead-letter on the last allowed delivery, else abandon."""
-        if message.delivery_count >= self._context.settings.max_delivery_count:
+        if message.delivery_count >= self._context.max_delivery_count:
             return await self._dead_letter_error(
                 message, error, attempts, handler=handler, history=history
             )

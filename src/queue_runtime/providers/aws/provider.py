@@ -125,7 +125,12 @@ class SqsProvider(ProviderBase):
         # 10 per batch; 256 KiB minus a 2 KiB reserve for the runtime's metadata
         super().__init__(
             "sqs",
-            Capabilities(ProviderType.AWS_SQS, MAX_BATCH, MAX_MESSAGE_SIZE - METADATA_RESERVE),
+            Capabilities(
+                ProviderType.AWS_SQS,
+                MAX_BATCH,
+                MAX_MESSAGE_SIZE - METADATA_RESERVE,
+                self.config.max_delivery_count,
+            ),
         )
         self._transport = SqsTransport(self.config)
         self._ledger = Ledger(self._id)

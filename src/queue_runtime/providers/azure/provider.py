@@ -179,7 +179,10 @@ class AzureServiceBusProvider(ProviderBase):
         super().__init__(
             "azure",
             Capabilities(
-                ProviderType.AZURE_SERVICE_BUS, MAX_BATCH_SIZE, config.max_message_size - reserve
+                ProviderType.AZURE_SERVICE_BUS,
+                MAX_BATCH_SIZE,
+                config.max_message_size - reserve,
+                config.max_delivery_count,
             ),
         )
         self._patterns = config.session_queue_patterns()

@@ -98,7 +98,10 @@ class InMemoryProvider(ProviderBase):
         super().__init__(
             "memory",
             Capabilities(
-                ProviderType.MEMORY, self.config.max_batch_size, self.config.max_message_size
+                ProviderType.MEMORY,
+                self.config.max_batch_size,
+                self.config.max_message_size,
+                self.config.max_delivery_count,
             ),
         )
         self._entities: dict[str, Entity] = {}

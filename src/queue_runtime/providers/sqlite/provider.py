@@ -91,7 +91,10 @@ class SqliteProvider(ProviderBase):
         super().__init__(
             "sqlite",
             Capabilities(
-                ProviderType.SQLITE, self.config.max_batch_size, self.config.max_message_size
+                ProviderType.SQLITE,
+                self.config.max_batch_size,
+                self.config.max_message_size,
+                self.config.max_delivery_count,
             ),
         )
         self._store = Store(self.config, self.path, self._id)
