@@ -30,7 +30,11 @@ class World:
         self.providers: list[AzureServiceBusProvider] = []
 
     def provider(self, **config: object) -> AzureServiceBusProvider:
-        settings: dict[str, object] = {"connection_string": CONNECTION_STRING, **config}
+        settings: dict[str, object] = {
+            "connection_string": CONNECTION_STRING,
+            "max_delivery_count": self.bus.max_delivery_count,  # as the entity says
+            **config,
+        }
         provider = AzureServiceBusProvider(
             qr.AzureServiceBusConfig(**settings),  # type: ignore[arg-type]
             clock=self.provider_clock,

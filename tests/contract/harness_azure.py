@@ -52,7 +52,10 @@ class AzureFakeHarness(HarnessBase):
         self.bus = FakeServiceBus(
             self.clock, lock_duration=self.lock_duration, max_delivery_count=self.max_delivery_count
         )
-        self.config = qr.AzureServiceBusConfig(connection_string=FAKE_CONNECTION_STRING)  # type: ignore[arg-type]
+        self.config = qr.AzureServiceBusConfig(
+            connection_string=FAKE_CONNECTION_STRING,  # type: ignore[arg-type]
+            max_delivery_count=self.max_delivery_count,
+        )
         self.provider = self._provider()
         super().__init__(qr.QueueClient(self.provider, clock=self.clock))
 
@@ -92,7 +95,10 @@ class AzureLiveHarness(HarnessBase):
     def __init__(self, connection_string: str) -> None:
         from azure.servicebus.aio.management import ServiceBusAdministrationClient
 
-        self.config = qr.AzureServiceBusConfig(connection_string=connection_string)  # type: ignore[arg-type]
+        self.config = qr.AzureServiceBusConfig(
+            connection_string=connection_string,  # type: ignore[arg-type]
+            max_delivery_count=self.max_delivery_count,
+        )
         self.admin = ServiceBusAdministrationClient.from_connection_string(connection_string)
         super().__init__(qr.QueueClient(AzureServiceBusProvider(self.config)))
         self._created: list[str] = []

@@ -183,3 +183,8 @@ async def test_dead_lettering_a_settled_message_fails(harness: Harness) -> None:
     with pytest.raises(qr.InvalidReceiptError):
         await harness.client.dead_letter_message(message.receipt, "Late")
     assert await harness.client.peek_dead_letters(queue) == []
+
+
+async def test_the_provider_reports_the_delivery_limit_it_dead_letters_by(harness: Harness) -> None:
+    # the bot takes this limit for its failed handlings (one owner: the provider's config)
+    assert harness.client.max_delivery_count == harness.max_delivery_count
