@@ -36,9 +36,9 @@ import asyncio
 import gc
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
@@ -58,15 +58,10 @@ from bench.bot import QUEUE, _bot_run, _filled_client
 from bench.harness import Row, interleaved, report, save
 from queue_runtime.messages import Message, ReceiptHandle, ReceivedMessage
 from queue_runtime.providers.memory import InMemoryProvider
-from queue_runtime.telemetry import (
-    _UNTRACED,
-    _UNTRACED_SETTLING,
-    Processing,
-    Receiving,
-    Settling,
-    SpanScope,
-    Telemetry,
-)
+from queue_runtime.telemetry import Processing, Receiving, Settling, SpanScope, Telemetry
+from queue_runtime.telemetry.spans import _UNTRACED, _UNTRACED_SETTLING
+
+T = TypeVar("T")
 
 SESSIONS = 200
 PER_SESSION = 20
@@ -189,6 +184,9 @@ class Bare(Telemetry):
 
     def record_processing(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+    async def measure(self, operation: str, queue: str, call: Awaitable[T]) -> T:
+        return await call
 
     def record_operation(self, *args: Any, **kwargs: Any) -> None:
         return None

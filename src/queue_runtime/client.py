@@ -4,7 +4,11 @@
 provider's limits, retries transient failures with the configured
 :class:`~queue_runtime.retry.RetryPolicy`, fails fast through a circuit
 breaker when the provider keeps failing, and bounds every call with a
-timeout. Providers only translate.
+timeout. Providers only translate. Each provider call goes through the same
+layers, in ``QueueClient._call``: retry → circuit breaker → telemetry
+(:meth:`~queue_runtime.telemetry.Telemetry.measure`) → provider (with its timeout).
+Its settle calls are :class:`~queue_runtime.settlement.Settlement`'s, its DLQ
+calls :class:`~queue_runtime.dead_letter_queue.DeadLetterQueue`'s (its bases).
 
 With ``QueueConfig(crypto=CryptoConfig(enabled=True))`` and a
 :class:`~queue_runtime.crypto.KeyProvider` (``keys=``), bodies are encrypted on
@@ -38,20 +42,20 @@ import contextlib
 import functools
 import logging
 import math
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from queue_runtime.circuit import CircuitBreaker
 from queue_runtime.clock import Clock, SystemClock
 from queue_runtime.config import ProviderConfig, QueueConfig, load_config
-from queue_runtime.crypto import EnvKeyProvider, KeyProvider, MessageCrypto, UndecryptableMessage
+from queue_runtime.crypto import EnvKeyProvider, KeyProvider, MessageCrypto
+from queue_runtime.dead_letter_queue import REQUEUE_COUNT_ATTRIBUTE, DeadLetterQueue
 from queue_runtime.errors import (
+    CircuitOpenError,
     ConfigurationError,
-    InvalidReceiptError,
     MessageTooLargeError,
     OperationTimeoutError,
     QueueError,
@@ -63,7 +67,6 @@ from queue_runtime.messages import (
     Message,
     MessageId,
     QueueName,
-    ReceiptHandle,
     ReceivedMessage,
     SessionId,
 )
@@ -71,16 +74,14 @@ from queue_runtime.provider import (
     ProviderType,
     QueueProvider,
     SessionProvider,
-    SessionReceiver,
     SessionSupport,
-    SupportsCompleteMany,
     create_provider,
 )
 from queue_runtime.retry import RetryPolicy
-from queue_runtime.telemetry import Telemetry, activate, error_type, log_fields
+from queue_runtime.session_client import DEFAULT_RECEIVE_BATCH, SessionClient
+from queue_runtime.telemetry import Telemetry, error_type, log_fields
 
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
@@ -89,14 +90,6 @@ __all__ = ["REQUEUE_COUNT_ATTRIBUTE", "QueueClient", "SessionClient", "create_cl
 T = TypeVar("T")
 
 logger = logging.getLogger("queue_runtime.client")
-
-NO_RETRY = RetryPolicy.never()
-"""For calls that must not be repeated (a session receive: see its docstring)."""
-
-REQUEUE_COUNT_ATTRIBUTE = "queue_runtime.requeue_count"
-"""Attribute a requeued dead letter carries: how often it was requeued."""
-
-DEFAULT_RECEIVE_BATCH = 10
 
 SESSION_LOCKED_RETRY = 0.5
 """Seconds between tries of a named session another consumer holds (within the timeout)."""
@@ -142,7 +135,7 @@ async def create_client(
     )
 
 
-class QueueClient:
+class QueueClient(DeadLetterQueue):
     """Send, receive and settle messages; accept sessions; manage the DLQ.
 
     Names and ids may be given as plain ``str``; they are validated. Timeouts
@@ -274,7 +267,7 @@ class QueueClient:
         """Send ``message`` so that it becomes visible at ``at`` (aware datetime)."""
         return await self.send_message(queue, replace(message, scheduled_enqueue_time=at))
 
-    # -- receiving and settling ---------------------------------------------------
+    # -- receiving ----------------------------------------------------------------
 
     async def receive_message(
         self, queue: str, timeout: float | None = None
@@ -316,162 +309,6 @@ class QueueClient:
         self.telemetry.count_received(queue, len(batch))
         _log_each("received a message", "receive", queue, batch)
         return batch
-
-    async def complete_message(self, receipt: ReceiptHandle) -> None:
-        """Remove the message for good. Raises InvalidReceiptError if the lock was lost."""
-        await self._settle(
-            "complete", receipt, lambda: self._provider.complete(receipt), "completed a message"
-        )
-
-    async def complete_messages(
-        self,
-        receipts: Sequence[ReceiptHandle],
-        *,
-        contexts: Sequence[Context | None] | None = None,
-    ) -> list[QueueError | None]:
-        """Complete several messages of one queue in as few requests as the provider allows.
-
-        Returns one entry per receipt: ``None`` if it was completed, else the
-        error that kept it (``InvalidReceiptError`` if its lock was lost). A
-        receipt whose batch entry failed transiently is retried on its own, with
-        the client's retry policy. Providers without batch completion (Azure)
-        complete the messages one by one, side by side.
-
-        Each message gets its own ``complete`` span, a child of
-        ``contexts[i]`` for ``receipts[i]`` (OpenTelemetry contexts; default:
-        the current context): code that gathers the completions of many
-        messages into one call passes each message's processing context.
-
-        Example:
-            >>> import asyncio
-            >>> import queue_runtime as qr
-            >>> async def main() -> list[qr.QueueError | None]:
-            ...     async with await qr.create_client(qr.InMemoryConfig()) as client:
-            ...         await client.send_messages("jobs", [qr.Message(b"1"), qr.Message(b"2")])
-            ...         batch = await client.receive_messages("jobs", 10, timeout=1.0)
-            ...         return await client.complete_messages([m.receipt for m in batch])
-            >>> asyncio.run(main())
-            [None, None]
-        """
-        if not receipts:
-            return []
-        queue = receipts[0].queue
-        if any(receipt.queue != queue for receipt in receipts):
-            raise ValidationError("receipts of one queue only", field="receipts")
-        if contexts is not None and len(contexts) != len(receipts):
-            raise ValidationError("one context per receipt", field="contexts")
-        provider = self._provider
-        if not isinstance(provider, SupportsCompleteMany):
-            return await self._complete_each(receipts, contexts)
-        with self.telemetry.settle_each("complete", queue, receipts, contexts) as settling:
-            attempt = _Attempt(lambda: provider.complete_many(receipts))
-            results = list(await self._call("complete", queue, attempt))
-            if attempt.uncertain:  # an attempt whose answer was lost may have completed some
-                results = [None if _already("complete", error) else error for error in results]
-            retry = [i for i, error in enumerate(results) if error is not None and error.transient]
-            if retry:  # the rest of the batch is done: only these go again, each on its own
-                again = await asyncio.gather(
-                    *(self._complete_again(receipts[i]) for i in retry), return_exceptions=True
-                )
-                for position, outcome in zip(retry, again, strict=True):
-                    result = _settle_result(outcome)
-                    # a transient batch entry may have been deleted after all
-                    results[position] = None if _already("complete", result) else result
-            settling.ended(results)
-        completed = results.count(None)
-        if completed:  # one recording for the batch: an SDK's cost is per recording
-            self.telemetry.count_settled("complete", receipts[0], count=completed)
-        if logger.isEnabledFor(logging.DEBUG):
-            for receipt, result in zip(receipts, results, strict=True):
-                if result is None:
-                    _log_settled("completed a message", "complete", receipt)
-        return results
-
-    async def _complete_again(self, receipt: ReceiptHandle) -> None:
-        """Retry one entry of a batch completion (inside that message's span)."""
-        await self._call("complete", receipt.queue, lambda: self._provider.complete(receipt))
-
-    async def _complete_each(
-        self, receipts: Sequence[ReceiptHandle], contexts: Sequence[Context | None] | None
-    ) -> list[QueueError | None]:
-        """Complete each message on its own, side by side; per receipt, None or its error."""
-        parents = contexts if contexts is not None else [None] * len(receipts)
-        outcomes = await asyncio.gather(
-            *(self._complete_in(r, parent) for r, parent in zip(receipts, parents, strict=True)),
-            return_exceptions=True,
-        )
-        return [_settle_result(outcome) for outcome in outcomes]
-
-    async def _complete_in(self, receipt: ReceiptHandle, context: Context | None) -> None:
-        with activate(context):  # the message's span goes under its own context
-            await self.complete_message(receipt)
-
-    async def abandon_message(self, receipt: ReceiptHandle, delay: float | None = None) -> None:
-        """Make the message visible again, at once or after ``delay`` seconds."""
-        if delay is not None and delay < 0:
-            raise ValidationError("must not be negative", field="delay")
-        await self._settle(
-            "abandon",
-            receipt,
-            lambda: self._provider.abandon(receipt, delay),
-            "abandoned a message",
-        )
-
-    async def dead_letter_message(
-        self,
-        receipt: ReceiptHandle,
-        reason: str,
-        description: str | None = None,
-        properties: Mapping[str, str] | None = None,
-    ) -> None:
-        """Move the message to the DLQ with ``reason`` (short, e.g. an error type) and detail.
-
-        ``properties`` are extra string attributes of the dead letter (the bot
-        puts its failure record there); every provider returns them in the
-        ``attributes`` of messages read from the DLQ. Providers may drop the
-        largest ones if the dead letter would not fit their size limits.
-        """
-        if not reason:
-            raise ValidationError("must not be empty", field="reason")
-        extra: dict[str, str] | None = None
-        if properties:
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in properties.items()):
-                raise ValidationError("names and values must be strings", field="properties")
-            extra = dict(properties)
-        # the reason only as an error type: it is free text, the description even more so
-        await self._settle(
-            "dead_letter",
-            receipt,
-            lambda: self._provider.dead_letter(receipt, reason, description, extra),
-            f"dead-lettered a message ({error_type(reason)})",
-            reason,
-        )
-
-    async def _settle(
-        self,
-        operation: str,
-        receipt: ReceiptHandle,
-        call: Callable[[], Awaitable[None]],
-        logged: str,
-        reason: str | None = None,
-    ) -> None:
-        """One settle call with its span, counting and log line."""
-        with self.telemetry.settle(operation, receipt.queue, dead_letter=receipt.dead_letter):
-            attempt = _Attempt(call)
-            try:
-                await self._call(operation, receipt.queue, attempt)
-            except InvalidReceiptError as error:
-                if not (attempt.uncertain and _already(operation, error)):
-                    raise
-                # an earlier attempt took effect and only its answer was lost
-        self.telemetry.count_settled(operation, receipt, reason)
-        _log_settled(logged, operation, receipt)
-
-    async def renew_message_lock(self, receipt: ReceiptHandle) -> datetime:
-        """Extend the message's lock; returns the new expiry."""
-        return await self._call(
-            "renew_lock", receipt.queue, lambda: self._provider.renew_lock(receipt)
-        )
 
     # -- sessions ---------------------------------------------------------------
 
@@ -530,130 +367,6 @@ class QueueClient:
                 await self._clock.sleep(min(SESSION_LOCKED_RETRY, left))
         return None if receiver is None else SessionClient(self, name, receiver)
 
-    # -- dead-letter queue ------------------------------------------------------
-
-    async def receive_dead_letters(
-        self, queue: str, max_messages: int = DEFAULT_RECEIVE_BATCH, timeout: float | None = None
-    ) -> list[ReceivedMessage]:
-        """Peek-lock messages from ``queue``'s DLQ; completing one removes it from the DLQ."""
-        name = QueueName(queue)
-        count = self._receive_count(max_messages)
-        wait = self._receive_timeout(timeout)
-        batch = await self._call(
-            "receive_dead_letters",
-            name,
-            lambda: self._provider.receive_dead_letters(name, count, wait),
-            timeout=wait,
-        )
-        return await self._decrypt_all(batch, dead_letter=True)
-
-    async def peek_dead_letters(self, queue: str, max_messages: int = 100) -> list[ReceivedMessage]:
-        """Read up to ``max_messages`` DLQ messages with their reasons, without locking them."""
-        name = QueueName(queue)
-        batch = await self._call(
-            "peek_dead_letters", name, lambda: self._provider.peek_dead_letters(name, max_messages)
-        )
-        return await self._decrypt_all(batch, dead_letter=True, locked=False)
-
-    async def requeue_dead_letters(
-        self,
-        queue: str,
-        *,
-        predicate: Callable[[ReceivedMessage], bool] | None = None,
-        max_messages: int | None = None,
-        timeout: float = 1.0,
-        progress: Callable[[int], None] | None = None,
-    ) -> int:
-        """Send dead letters back to ``queue``; returns how many were requeued.
-
-        Each message is sent first (same id, body, session id and attributes,
-        plus ``queue_runtime.requeue_count``) and removed from the DLQ only
-        after the send succeeded: a crash in between duplicates, never loses.
-        Messages the ``predicate`` rejects stay in the DLQ, and so do messages
-        that cannot be decrypted. With encryption on, requeued messages are
-        encrypted afresh (new nonce and timestamp). ``progress``, if given, is
-        called with the running count after each message is requeued. If
-        removing a message from the DLQ fails after its send, the error
-        propagates and the message is given back to the DLQ (duplicated, not lost).
-        """
-        name = QueueName(queue)
-
-        async def requeue(message: ReceivedMessage) -> bool:
-            if isinstance(message, UndecryptableMessage) or (
-                predicate is not None and not predicate(message)
-            ):
-                return False
-            count = int(message.attributes.get(REQUEUE_COUNT_ATTRIBUTE, "0")) + 1
-            copy = message.to_message(
-                attributes={**message.attributes, REQUEUE_COUNT_ATTRIBUTE: str(count)}
-            )
-            await self.send_message(name, copy)
-            await self.complete_message(message.receipt)  # only after the send succeeded
-            return True
-
-        return await self.walk_dead_letters(
-            name, requeue, max_messages=max_messages, timeout=timeout, progress=progress
-        )
-
-    async def walk_dead_letters(
-        self,
-        queue: str,
-        settle: Callable[[ReceivedMessage], Awaitable[bool]],
-        *,
-        max_messages: int | None = None,
-        timeout: float = 1.0,
-        progress: Callable[[int], None] | None = None,
-    ) -> int:
-        """Receive ``queue``'s dead letters once each and let ``settle`` decide.
-
-        ``settle(message)`` returns True when it removed the message from the
-        DLQ (counted, and reported to ``progress``) and False to leave it
-        there. Messages left there — or whose ``settle`` raised — are held until
-        the walk ends (so none is seen twice) and then given back at once.
-        Stops after ``max_messages`` settled, or when no new dead letter came
-        within ``timeout``. Returns how many were settled.
-        """
-        name = QueueName(queue)
-        settled = 0
-        kept: list[ReceivedMessage] = []
-        seen: set[str] = set()
-        try:
-            while max_messages is None or settled < max_messages:
-                want = DEFAULT_RECEIVE_BATCH
-                if max_messages is not None:
-                    want = min(want, max_messages - settled)
-                batch = await self.receive_dead_letters(name, want, timeout)
-                fresh = [m for m in batch if m.message_id not in seen]
-                if not fresh:
-                    kept.extend(batch)
-                    break
-                for message in fresh:
-                    seen.add(message.message_id)
-                    try:
-                        done = await settle(message)
-                    except BaseException:
-                        kept.append(message)  # e.g. sent but still in the DLQ: a duplicate
-                        raise
-                    if not done:
-                        kept.append(message)
-                        continue
-                    settled += 1
-                    if progress is not None:
-                        progress(settled)
-        finally:
-            for message in kept:
-                # if this fails, its lock runs out and it is visible in the DLQ again
-                with contextlib.suppress(QueueError):
-                    await self.abandon_message(message.receipt)
-        return settled
-
-    async def purge_dead_letters(self, queue: str) -> int:
-        """Delete everything in ``queue``'s DLQ; returns how many messages were removed."""
-        name = QueueName(queue)
-        return await self._call(
-            "purge_dead_letters", name, lambda: self._provider.purge_dead_letters(name)
-        )
-
     # -- lifecycle ----------------------------------------------------------------
 
     async def aclose(self) -> None:
@@ -687,58 +400,29 @@ class QueueClient:
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
     ) -> T:
-        """Run one provider call with the circuit breaker, a timeout and retries.
+        """Run one provider call through the layers: retry → breaker → telemetry → provider.
 
-        Each attempt's duration goes to ``messaging.client.operation.duration``;
-        each retry is counted and logged.
+        The retries (with back-off, each counted and logged) are here; the
+        circuit breaker is :meth:`_guarded`; the telemetry is
+        :meth:`Telemetry.measure <queue_runtime.telemetry.Telemetry.measure>` (each
+        attempt's duration); the provider call is bounded by a timeout (:func:`_bounded`).
         """
         if self._closed:
             raise QueueError("the client is closed", operation=operation, queue=queue)
         limit = self.config.timeouts.send + (timeout or 0.0)
         retry = retry or self.config.retry
-        telemetry = self.telemetry
-        circuit = self.circuit
         attempt = 1
         while True:
-            trial = circuit.admit(operation=operation, queue=queue)
-            started = time.perf_counter()
             try:
-                try:
-                    async with asyncio.timeout(limit) as deadline:
-                        result = await call()
-                finally:
-                    circuit.release(trial)  # its outcome is recorded below, in the same step
-            except TimeoutError as exc:
-                if not deadline.expired():
-                    telemetry.record_operation(operation, queue, time.perf_counter() - started, exc)
-                    raise
-                error: QueueError = OperationTimeoutError(
-                    f"no answer within {limit:g} s", operation=operation, queue=queue
-                )
-                error.__cause__ = exc
-            except QueueError as exc:
-                error = exc.with_context(operation=operation, queue=queue)
-            except Exception as exc:  # a provider bug: measured, then it propagates
-                telemetry.record_operation(operation, queue, time.perf_counter() - started, exc)
-                raise
-            else:
-                telemetry.record_operation(operation, queue, time.perf_counter() - started)
-                if circuit.record_success():
-                    logger.info("provider circuit closed again", extra=log_fields(operation, queue))
-                return result
-            telemetry.record_operation(operation, queue, time.perf_counter() - started, error)
-            if isinstance(error, SessionLockedError):
-                raise error  # contention, not a fault: not counted, and retried by accept_session
-            if error.transient and circuit.record_failure():
-                logger.warning(
-                    "provider circuit opened after repeated failures (%s)",
-                    error_type(error),
-                    extra=log_fields(operation, queue),
-                )
+                return await self._guarded(operation, queue, call, limit)
+            except QueueError as failed:
+                error = failed
+            if isinstance(error, SessionLockedError | CircuitOpenError):
+                raise error  # contention (retried by accept_session), or failing fast
             if not retry.should_retry(error, attempt):
                 raise error
             delay = retry.delay(attempt, error)
-            telemetry.count_retry(operation, queue, error)
+            self.telemetry.count_retry(operation, queue, error)
             logger.warning(
                 "%s failed (%s); retry %d in %.2f s",
                 operation,
@@ -749,6 +433,34 @@ class QueueClient:
             )
             await self._clock.sleep(delay)
             attempt += 1
+
+    async def _guarded(
+        self, operation: str, queue: str, call: Callable[[], Awaitable[T]], limit: float
+    ) -> T:
+        """One attempt through the circuit breaker: refused at once while it is open
+        (:class:`~queue_runtime.errors.CircuitOpenError`), and its outcome counted."""
+        circuit = self.circuit
+        trial = circuit.admit(operation=operation, queue=queue)
+        try:
+            try:
+                result = await self.telemetry.measure(
+                    operation, queue, _bounded(call, limit, operation, queue)
+                )
+            finally:
+                circuit.release(trial)  # its outcome is recorded below, in the same step
+        except SessionLockedError:
+            raise  # contention, not a fault: not counted
+        except QueueError as error:
+            if error.transient and circuit.record_failure():
+                logger.warning(
+                    "provider circuit opened after repeated failures (%s)",
+                    error_type(error),
+                    extra=log_fields(operation, queue),
+                )
+            raise
+        if circuit.record_success():
+            logger.info("provider circuit closed again", extra=log_fields(operation, queue))
+        return result
 
     async def _decrypt_all(
         self, batch: list[ReceivedMessage], *, dead_letter: bool = False, locked: bool = True
@@ -828,97 +540,27 @@ class QueueClient:
         return float(timeout)
 
 
-class SessionClient:
-    """A locked session. Use as an async context manager so the lock is always released.
+async def _bounded(call: Callable[[], Awaitable[T]], limit: float, operation: str, queue: str) -> T:
+    """The provider call, within ``limit`` seconds; its errors with the call's context.
 
-    Messages received here are settled here (or through the client).
+    Running out of time is an :class:`~queue_runtime.errors.OperationTimeoutError`
+    (transient); a provider's own ``TimeoutError`` or any other non-queue error
+    (a provider bug) propagates as it is.
     """
-
-    def __init__(self, client: QueueClient, queue: QueueName, receiver: SessionReceiver) -> None:
-        self._client = client
-        self._receiver = receiver
-        self.queue = queue
-
-    @property
-    def session_id(self) -> SessionId:
-        return self._receiver.session_id
-
-    @property
-    def locked_until(self) -> datetime:
-        """When the session lock expires unless renewed."""
-        return self._receiver.locked_until
-
-    async def receive_message(self, timeout: float | None = None) -> ReceivedMessage | None:
-        """The session's next message, or ``None`` after ``timeout`` seconds."""
-        batch = await self.receive_messages(1, timeout)
-        return batch[0] if batch else None
-
-    async def receive_messages(
-        self, max_messages: int = DEFAULT_RECEIVE_BATCH, timeout: float | None = None
-    ) -> list[ReceivedMessage]:
-        """Up to ``max_messages`` of the session's next messages, in order.
-
-        A failed receive is not retried: if only its answer was lost, the
-        messages it took stay locked to the session, and a retry would hand out
-        the ones after them first. Close the session instead (the bot does), and
-        everything comes back in order.
-        """
-        client = self._client
-        count = client._receive_count(max_messages)
-        wait = client._receive_timeout(timeout)
-        return await client._receive(
-            "session_receive",
-            self.queue,
-            lambda: self._receiver.receive(count, wait),
-            wait,
-            session_id=self.session_id,
-            retry=NO_RETRY,
+    error: QueueError
+    try:
+        async with asyncio.timeout(limit) as deadline:
+            return await call()
+    except TimeoutError as exc:
+        if not deadline.expired():
+            raise
+        error = OperationTimeoutError(
+            f"no answer within {limit:g} s", operation=operation, queue=queue
         )
-
-    async def complete_message(self, receipt: ReceiptHandle) -> None:
-        await self._client.complete_message(receipt)
-
-    async def abandon_message(self, receipt: ReceiptHandle, delay: float | None = None) -> None:
-        await self._client.abandon_message(receipt, delay)
-
-    async def dead_letter_message(
-        self,
-        receipt: ReceiptHandle,
-        reason: str,
-        description: str | None = None,
-        properties: Mapping[str, str] | None = None,
-    ) -> None:
-        await self._client.dead_letter_message(receipt, reason, description, properties)
-
-    async def renew_session_lock(self) -> datetime:
-        """Extend the session lock; returns the new expiry."""
-        return await self._client._call("renew_session_lock", self.queue, self._receiver.renew_lock)
-
-    async def get_state(self) -> bytes | None:
-        """The session's state blob (``None`` if never set)."""
-        return await self._client._call("get_state", self.queue, self._receiver.get_state)
-
-    async def set_state(self, state: bytes | None) -> None:
-        """Replace the session's state blob (``None`` clears it)."""
-        await self._client._call("set_state", self.queue, lambda: self._receiver.set_state(state))
-
-    async def close(self) -> None:
-        """Release the session; its unsettled messages become available again at once."""
-        await self._receiver.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def __repr__(self) -> str:
-        return f"SessionClient(queue={self.queue!r}, session_id={self.session_id!r})"
+        error.__cause__ = exc
+    except QueueError as exc:
+        error = exc.with_context(operation=operation, queue=queue)
+    raise error
 
 
 def _log_each(
@@ -928,38 +570,3 @@ def _log_each(
     if logger.isEnabledFor(logging.DEBUG):
         for message in messages:
             logger.debug(text, extra=log_fields(operation, queue, message))
-
-
-class _Attempt(Generic[T]):
-    """A provider call that notes whether an attempt failed in a way that may have
-    taken effect (a transient error or a timeout: the answer may have been lost)."""
-
-    def __init__(self, call: Callable[[], Awaitable[T]]) -> None:
-        self._call = call
-        self.uncertain = False
-
-    async def __call__(self) -> T:
-        try:
-            return await self._call()
-        except BaseException as error:
-            if not isinstance(error, QueueError) or error.transient:
-                self.uncertain = True
-            raise
-
-
-def _already(operation: str, error: BaseException | None) -> bool:
-    """True if ``error`` is the provider's proof that ``operation`` was already done
-    with this receipt (by an attempt whose answer was lost)."""
-    return isinstance(error, InvalidReceiptError) and error.settled == operation
-
-
-def _settle_result(outcome: BaseException | None) -> QueueError | None:
-    """A gathered settle's result: None, or its QueueError (anything else propagates)."""
-    if outcome is None or isinstance(outcome, QueueError):
-        return outcome
-    raise outcome
-
-
-def _log_settled(text: str, operation: str, receipt: ReceiptHandle) -> None:
-    if logger.isEnabledFor(logging.DEBUG):
-        logger.debug(text, extra=log_fields(operation, receipt.queue))

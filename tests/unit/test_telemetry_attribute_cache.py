@@ -10,6 +10,7 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 
 from queue_runtime import telemetry
 from queue_runtime.telemetry import Telemetry
+from queue_runtime.telemetry.instrumentation import _MAX_PROCESSING_SETS
 
 
 def _series(reader: InMemoryMetricReader) -> dict[frozenset[tuple[str, Any]], int]:
@@ -82,11 +83,11 @@ def test_the_cache_is_bounded_and_free_text_is_one_series() -> None:
     measured = Telemetry("memory", meter_provider=provider)
     for n in range(2_000):
         measured.record_processing("orders", 0.001, f"timed out after {n} s", "abandoned")
-    beyond = telemetry._MAX_PROCESSING_SETS + 100  # (and below the SDK's cardinality limit)
+    beyond = _MAX_PROCESSING_SETS + 100  # (and below the SDK's cardinality limit)
     for n in range(beyond):  # distinct identifiers: each a set of its own
         measured.record_processing("orders", 0.001, f"Error{n}", "abandoned")
 
-    assert len(measured._processing_attributes) <= telemetry._MAX_PROCESSING_SETS
+    assert len(measured._processing_attributes) <= _MAX_PROCESSING_SETS
     series = _series(reader)
     other = _labels("orders", **{"error.type": "_OTHER", "queue_runtime.outcome": "abandoned"})
     assert series[other] == 2_000  # free text never makes a series (nor a cache entry) per value
