@@ -423,7 +423,7 @@ class SqsProvider(ProviderBase):
             state.notify()
         await self._transport.aclose()
 
-    # -- extras: the SDK client, queues for tests and demos -------------------------
+    # -- extras: the SDK client, provisioning -------------------------------------------
 
     async def client(self) -> Any:
         """The aiobotocore SQS client (created on first use), e.g. to register event hooks."""
@@ -438,13 +438,17 @@ class SqsProvider(ProviderBase):
         max_receive_count: int | None = None,
         attributes: Mapping[str, str] | None = None,
     ) -> str:
-        """Create ``queue`` (FIFO if it ends in ``.fifo``) for tests and demos; returns its URL.
+        """Create ``queue`` (FIFO if it ends in ``.fifo``) with its DLQ; returns its URL.
 
-        With ``dead_letter_queue`` (the default) it also creates ``{queue}-dlq``
-        (``{base}-dlq.fifo``) and sets the queue's ``RedrivePolicy`` with
-        ``maxReceiveCount`` = ``max_receive_count`` (default ``max_delivery_count``).
-        Production queues are provisioned outside the runtime; the provider
-        never creates a queue implicitly.
+        Provisioning for users who set queues up from Python — setup scripts,
+        local development against moto or LocalStack, tests — the way the
+        runtime expects them: with ``dead_letter_queue`` (the default) it also
+        creates ``{queue}-dlq`` (``{base}-dlq.fifo``) and sets the queue's
+        ``RedrivePolicy`` with ``maxReceiveCount`` = ``max_receive_count``
+        (default ``max_delivery_count``); ``attributes`` are further SQS queue
+        attributes. The provider never creates a queue implicitly; where
+        infrastructure code provisions the queues, it should set the same
+        redrive policy.
 
         Example:
             >>> # await provider.create_queue("orders.fifo")  # + orders-dlq.fifo
@@ -458,7 +462,7 @@ class SqsProvider(ProviderBase):
         )
 
     async def delete_queue(self, queue: str) -> None:
-        """Delete ``queue`` and its conventional DLQ, if they exist (tests and demos)."""
+        """Delete ``queue`` and its conventional DLQ, if they exist (see :meth:`create_queue`)."""
         self._queues.check_open("delete_queue")
         await self._queues.delete(queue)
 
