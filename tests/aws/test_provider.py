@@ -11,7 +11,7 @@ import pytest
 
 import queue_runtime as qr
 from queue_runtime.providers.aws import SqsProvider
-from queue_runtime.providers.aws import provider as sqs_provider_module
+from queue_runtime.providers.aws import keeper as sqs_keeper_module
 from queue_runtime.providers.aws.wire import MAX_MESSAGE_SIZE
 from tests import sqs_server
 
@@ -667,7 +667,7 @@ async def test_closing_stops_the_keeper_and_the_client(provider: SqsProvider) ->
     await provider.send(jobs, [qr.Message(b"x", session_id="s")])
     receiver = await provider.accept_session(jobs, None, 2.0)
     assert receiver is not None
-    keeper = provider._keeper
+    keeper = provider._keeper.task
     assert keeper is not None
 
     await provider.aclose()
@@ -681,7 +681,7 @@ async def test_closing_stops_the_keeper_and_the_client(provider: SqsProvider) ->
 async def test_unclaimed_buffered_messages_go_back_to_sqs_after_the_hold_time(
     provider: SqsProvider, client: qr.QueueClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqs_provider_module, "BUFFER_HOLD", 0.5)
+    monkeypatch.setattr(sqs_keeper_module, "BUFFER_HOLD", 0.5)
     # short polls: moto's long poll looks again only once a second, by which time the
     # lock on "a" (not renewed here) might have expired too
     other = make_provider(wait_time=0)

@@ -11,7 +11,7 @@ message it holds invisible so that it can
 * buffer other groups' messages that an ``accept_session`` pulled in, until a
   later session (or a plain receive) takes them.
 
-Nothing here does I/O; :mod:`.provider` drives it.
+Nothing here does I/O; :mod:`.receiving` and :mod:`.settling` drive it.
 
 Example:
     >>> import queue_runtime as qr

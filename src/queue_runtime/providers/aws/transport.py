@@ -285,7 +285,7 @@ class SqsTransport:
             errors[index] = self.entry_error(entry, operation, state, handles[index][1], True)
         return errors
 
-    # -- queues for tests and demos -------------------------------------------------------
+    # -- provisioning -------------------------------------------------------------------
 
     async def create_queue(
         self, name: QueueName, *, max_receive_count: int | None, attributes: Mapping[str, str]
