@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "queue_runtime"
 LAYERS = ["core", "actors", "bot", "providers", "github", "testing", "cli"]
-CORE_PACKAGES = {"crypto"}  # folders that are part of the core, not layers of their own
+CORE_PACKAGES = {"config", "crypto"}  # folders that are part of the core, not layers of their own
 
 # Old homes of moved names forward them, with a DeprecationWarning, for one
 # release: the bot's names (queue_runtime.actors.__getattr__) and the GitHub
