@@ -59,8 +59,7 @@ class Claiming(Sweeping):
                 self._note_version(db)
                 return [], due
             rows = self._deliver(db, queue, seqs, now, dead=dead, holder=None, until=None)
-        times = Times()
-        return [self._received(queue, row, dead, None, times) for row in rows], None
+        return self._received(queue, rows, dead, None), None
 
     def _grouped_candidates(
         self, db: sqlite3.Connection, queue: str, limit: int, now: float
@@ -149,14 +148,18 @@ class Claiming(Sweeping):
     def _received(
         self,
         queue: str,
-        row: tuple[Any, ...],
+        rows: list[tuple[Any, ...]],
         dead: bool,
         hold: SessionHold | None,
-        times: Times,
-    ) -> ReceivedMessage:
-        """The message of a row; ``times`` caches datetimes across a batch (its messages
-        share their delivery time and lock expiry, and mostly their enqueue time)."""
-        (
+    ) -> list[ReceivedMessage]:
+        """The messages of rows (peeked ones have no token). Their datetimes are made
+        once per distinct time (a batch's messages share their delivery time and lock
+        expiry, and mostly their enqueue time); what all share is looked up once."""
+        times = Times()
+        name = QueueName(queue)
+        provider_id = self.provider_id
+        messages = []
+        for (
             seq,
             session_id,
             message_id,
@@ -174,39 +177,42 @@ class Claiming(Sweeping):
             reason,
             description,
             properties,
-        ) = row
-        peek = token is None
-        delivered = delivered_at if delivered_at is not None else enqueued_at
-        receipt = ReceiptHandle(
-            provider_id=self.provider_id,
-            queue=QueueName(queue),
-            token=f"peek-{seq}" if peek else token,
-            locked_until=times[locked_until if locked_until is not None else delivered],
-            dead_letter=dead,
-            native=None if peek else Delivery(seq, dead, hold),
-        )
-        merged = decode(attributes)
-        if properties:
-            merged.update(decode(properties))
-        return ReceivedMessage(
-            body=bytes(body),
-            attributes=merged,
-            session_id=session_id,
-            correlation_id=correlation_id,
-            message_id=message_id,
-            content_type=content_type,
-            time_to_live=time_to_live,
-            delivery_count=delivery_count,
-            enqueued_at=times[enqueued_at],
-            first_delivered_at=times[
-                first_delivered_at if first_delivered_at is not None else delivered
-            ],
-            delivered_at=times[delivered],
-            receipt=receipt,
-            sequence_number=seq,
-            dead_letter_reason=reason,
-            dead_letter_description=description,
-        )
+        ) in rows:
+            peek = token is None
+            delivered = delivered_at if delivered_at is not None else enqueued_at
+            receipt = ReceiptHandle(
+                provider_id=provider_id,
+                queue=name,
+                token=f"peek-{seq}" if peek else token,
+                locked_until=times[locked_until if locked_until is not None else delivered],
+                dead_letter=dead,
+                native=None if peek else Delivery(seq, dead, hold),
+            )
+            merged = decode(attributes)
+            if properties:
+                merged.update(decode(properties))
+            messages.append(
+                ReceivedMessage(
+                    body=bytes(body),
+                    attributes=merged,
+                    session_id=session_id,
+                    correlation_id=correlation_id,
+                    message_id=message_id,
+                    content_type=content_type,
+                    time_to_live=time_to_live,
+                    delivery_count=delivery_count,
+                    enqueued_at=times[enqueued_at],
+                    first_delivered_at=times[
+                        first_delivered_at if first_delivered_at is not None else delivered
+                    ],
+                    delivered_at=times[delivered],
+                    receipt=receipt,
+                    sequence_number=seq,
+                    dead_letter_reason=reason,
+                    dead_letter_description=description,
+                )
+            )
+        return messages
 
     def unclaim(self, receipts: Sequence[ReceiptHandle]) -> None:
         """Give back messages a cancelled receive took but never handed over.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from queue_runtime.errors import QueueNotFoundError
 from queue_runtime.messages import ReceivedMessage
 
-from .rows import COLUMNS, Times
+from .rows import COLUMNS
 from .settling import Settling
 
 __all__ = ["DeadLetterTools"]
@@ -31,10 +31,7 @@ class DeadLetterTools(Settling):
             f"SELECT {COLUMNS} FROM messages WHERE queue = ? AND dead = 1 ORDER BY seq LIMIT ?",
             (queue, limit),
         ).fetchall()
-        times = Times()
-        return [
-            self._received(queue, (*row[:12], None, *row[13:]), True, None, times) for row in rows
-        ]
+        return self._received(queue, [(*row[:12], None, *row[13:]) for row in rows], True, None)
 
     def purge_dead_letters(self, queue: str, now: float) -> int:
         with self._write() as db:

@@ -10,7 +10,7 @@ from queue_runtime.errors import SessionLockedError, SessionLockLostError
 from queue_runtime.messages import QueueName, ReceivedMessage
 
 from .claiming import Claiming
-from .rows import BLOCKED, SessionHold, Times
+from .rows import BLOCKED, SessionHold
 
 __all__ = ["Sessions"]
 
@@ -141,8 +141,7 @@ class Sessions(Claiming):
             rows = self._deliver(
                 db, hold.queue, seqs, now, dead=False, holder=hold.token, until=hold.locked_until
             )
-        times = Times()
-        return [self._received(hold.queue, row, False, hold, times) for row in rows], None
+        return self._received(hold.queue, rows, False, hold), None
 
     def renew_session(self, hold: SessionHold, now: float) -> float:
         with self._write() as db:

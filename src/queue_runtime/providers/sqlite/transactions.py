@@ -1,6 +1,6 @@
 """The store's connection and transactions: one ``sqlite3`` connection, used from the
-provider's worker thread, and group commit (several calls in one transaction, a
-savepoint each)."""
+provider's worker thread, and group commit (several calls in one transaction; if one
+fails, all is rolled back and each runs on its own)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ from queue_runtime.config import SqliteConfig
 from .schema import open_database, translate
 
 __all__ = ["Transactions"]
+
+
+class _Spoiled(Exception):
+    """A group whose transaction holds a failed write: rolled back, then run call by call."""
 
 
 class Transactions:
@@ -31,6 +35,8 @@ class Transactions:
         last sweep and this connection's writes since); valid for ``_quiet_version``."""
         self._quiet_version = -1
         self._grouped = False
+        self._spoiled = False
+        """A write inside a group failed (the group is rolled back and run call by call)."""
 
     # -- connection and transactions ----------------------------------------------
 
@@ -66,10 +72,12 @@ class Transactions:
         """Run several calls in one transaction; per call ``(True, result)`` or
         ``(False, error)``, all known once the transaction is committed.
 
-        Each call's writes are a savepoint: a call that raises leaves nothing
-        behind and the others go on. If SQLite itself fails (a full disk, a
-        lost lock), all is rolled back and each call is run again on its own,
-        so each caller sees its own outcome."""
+        Optimistic: the calls run one after the other with nothing between them
+        (a savepoint each would cost two statements per call, and each statement
+        is a round trip for the GIL the event loop wants). If any call raises,
+        or SQLite itself fails (a full disk, a lost lock), all is rolled back and
+        each call is run again on its own, so each caller sees its own outcome
+        and a call that fails leaves nothing behind."""
         if len(jobs) == 1:
             return [self._outcome(*jobs[0])]
         try:
@@ -77,27 +85,25 @@ class Transactions:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:
             return [self._outcome(*job) for job in jobs]
-        outcomes: list[tuple[bool, Any]] = []
         self._grouped = True
+        self._spoiled = False
         try:
+            results = []
             for _, function, args in jobs:
-                try:
-                    outcomes.append((True, function(*args)))
-                except sqlite3.Error:
-                    raise
-                except Exception as error:  # its savepoint was rolled back
-                    outcomes.append((False, error))
+                results.append(function(*args))
+                if self._spoiled:  # a write failed and its caller went on: undo it
+                    raise _Spoiled
             self._grouped = False
             db.execute("COMMIT")
         except BaseException as error:
             self._grouped = False
-            self._quiet_until.clear()
+            self._forget()
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            if not isinstance(error, sqlite3.Error):
+            if not isinstance(error, Exception):
                 raise
             return [self._outcome(*job) for job in jobs]
-        return outcomes
+        return [(True, result) for result in results]
 
     def _outcome(
         self, operation: str, function: Callable[..., Any], args: tuple[Any, ...]
@@ -107,25 +113,26 @@ class Transactions:
         except Exception as error:
             return False, error
 
+    def _forget(self) -> None:
+        """What this connection remembers of the file, after a rollback undid some of it."""
+        self._quiet_until.clear()  # a sweep that is rolled back did not happen
+        self._known_queues.clear()  # nor did the creation of a queue
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         db = self.db
-        if self._grouped:  # inside run_group's transaction
-            db.execute("SAVEPOINT call")
+        if self._grouped:  # inside run_group's transaction, which a failure rolls back
             try:
                 yield db
             except BaseException:
-                self._quiet_until.clear()
-                db.execute("ROLLBACK TO call")
-                db.execute("RELEASE call")
+                self._spoiled = True
                 raise
-            db.execute("RELEASE call")
             return
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
         except BaseException:
-            self._quiet_until.clear()  # a sweep that is rolled back did not happen
+            self._forget()
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
