@@ -128,3 +128,25 @@ async def test_calls_queued_together_are_committed_in_one_transaction(
     assert sum(groups) == 5
     assert len(groups) < 5
     assert len(await provider.receive(Q, 10, timeout=0)) == 6
+
+
+async def test_a_batch_of_completions_that_fails_inside_a_group_undoes_only_its_own_failure(
+    open_provider: OpenProvider,
+) -> None:
+    provider = open_provider()
+    await provider.send(Q, [qr.Message(b"1"), qr.Message(b"2")])
+    first, second = await provider.receive(Q, 2, timeout=0)
+    await provider.complete(second.receipt)  # settled already: its receipt is no longer valid
+
+    # queued together: the batch's one statement deletes the first row, then finds the
+    # second gone; the group is rolled back and each call runs again on its own
+    outcomes = await asyncio.gather(
+        provider.send(Q, [qr.Message(b"3")]),
+        provider.complete_many([first.receipt, second.receipt]),
+        provider.send(Q, [qr.Message(b"4")]),
+    )
+
+    assert outcomes[1][0] is None
+    assert isinstance(outcomes[1][1], InvalidReceiptError)
+    assert [m.body for m in await provider.receive(Q, 10, timeout=0)] == [b"3", b"4"]
+    assert await provider.stats(Q) == (0, 2, 0, 0)

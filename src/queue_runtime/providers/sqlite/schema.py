@@ -20,11 +20,7 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
-from queue_runtime.errors import (
-    ConfigurationError,
-    OperationTimeoutError,
-    QueueError,
-)
+from queue_runtime.errors import ConfigurationError, OperationTimeoutError, QueueError
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "StorageFullError", "open_database", "translate"]
 
