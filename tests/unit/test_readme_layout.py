@@ -38,13 +38,18 @@ def layers() -> set[str]:
 
 
 def test_the_core_row_names_every_core_module() -> None:
-    assert layout_rows()["src/queue_runtime/"] == modules(PACKAGE) - layers()
+    core = modules(PACKAGE) - layers()
+    grouped = {name for name in core if (PACKAGE / name / "__init__.py").exists()}
+    inside = {module for package in grouped for module in modules(PACKAGE / package)}
+
+    assert layout_rows()["src/queue_runtime/"] == core | inside
 
 
 def test_every_package_folder_outside_the_core_has_a_row() -> None:
     folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
 
-    assert folders - layout_rows()["src/queue_runtime/"] == layers()
+    assert layers() <= folders
+    assert folders - layers() <= layout_rows()["src/queue_runtime/"]  # the core's own folders
 
 
 def test_the_engine_and_bot_rows_name_their_modules() -> None:
