@@ -29,9 +29,6 @@ from queue_runtime.messages import Message, MessageId, QueueName, ReceivedMessag
 from queue_runtime.session_client import DEFAULT_RECEIVE_BATCH
 from queue_runtime.settlement import Settlement
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = ["REQUEUE_COUNT_ATTRIBUTE", "DeadLetterQueue"]
 
 T = TypeVar("T")

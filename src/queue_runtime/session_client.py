@@ -24,14 +24,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
 from queue_runtime.messages import QueueName, ReceiptHandle, ReceivedMessage, SessionId
 from queue_runtime.provider import SessionReceiver
 from queue_runtime.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from queue_runtime.client import QueueClient
+    from collections.abc import Awaitable, Callable
+
+T = TypeVar("T")
 
 __all__ = ["SessionClient"]
 
@@ -42,13 +44,55 @@ DEFAULT_RECEIVE_BATCH = 10
 """Messages one receive call asks for unless told (as :class:`~queue_runtime.QueueClient`)."""
 
 
+class ClientCalls(Protocol):
+    """What a session uses of its :class:`~queue_runtime.QueueClient`: the settle
+    calls, and the client's own path for a call (retries, breaker, telemetry)."""
+
+    async def complete_message(self, receipt: ReceiptHandle) -> None: ...
+
+    async def abandon_message(self, receipt: ReceiptHandle, delay: float | None = None) -> None: ...
+
+    async def dead_letter_message(
+        self,
+        receipt: ReceiptHandle,
+        reason: str,
+        description: str | None = None,
+        properties: Mapping[str, str] | None = None,
+    ) -> None: ...
+
+    async def _call(
+        self,
+        operation: str,
+        queue: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> T: ...
+
+    async def _receive(
+        self,
+        operation: str,
+        queue: QueueName,
+        call: Callable[[], Awaitable[list[ReceivedMessage]]],
+        wait: float,
+        *,
+        session_id: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> list[ReceivedMessage]: ...
+
+    def _receive_count(self, max_messages: int) -> int: ...
+
+    def _receive_timeout(self, timeout: float | None) -> float: ...
+
+
 class SessionClient:
     """A locked session. Use as an async context manager so the lock is always released.
 
     Messages received here are settled here (or through the client).
     """
 
-    def __init__(self, client: QueueClient, queue: QueueName, receiver: SessionReceiver) -> None:
+    def __init__(self, client: ClientCalls, queue: QueueName, receiver: SessionReceiver) -> None:
         self._client = client
         self._receiver = receiver
         self.queue = queue

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from contextvars import Token
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self
+from typing import Final, Protocol, Self
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -29,8 +29,14 @@ from queue_runtime.telemetry.conventions import (
 )
 from queue_runtime.telemetry.propagation import _creation_context, _producer
 
-if TYPE_CHECKING:
-    from queue_runtime.telemetry.instrumentation import Telemetry
+
+class ProcessingRecorder(Protocol):
+    """Where a :class:`Processing` records its duration (a client's ``Telemetry``)."""
+
+    def record_processing(
+        self, queue: str, seconds: float, error: str | None = None, outcome: str | None = None
+    ) -> None: ...
+
 
 _MAX_DESCRIPTION = 1024
 
@@ -213,7 +219,11 @@ class Processing(SpanScope):
     __slots__ = ("_context", "_queue", "_started", "_telemetry", "outcome")
 
     def __init__(
-        self, span: Span, telemetry: Telemetry, queue: str, context: Context | None = None
+        self,
+        span: Span,
+        telemetry: ProcessingRecorder,
+        queue: str,
+        context: Context | None = None,
     ) -> None:
         super().__init__(span)
         self._telemetry = telemetry
