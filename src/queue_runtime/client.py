@@ -45,8 +45,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from queue_runtime.circuit import CircuitBreaker
 from queue_runtime.clock import Clock, SystemClock
@@ -63,6 +62,7 @@ from queue_runtime.errors import (
     SessionsNotSupportedError,
     ValidationError,
 )
+from queue_runtime.lifecycle import Closing
 from queue_runtime.messages import (
     Message,
     MessageId,
@@ -135,7 +135,7 @@ async def create_client(
     )
 
 
-class QueueClient(DeadLetterQueue):
+class QueueClient(DeadLetterQueue, Closing):
     """Send, receive and settle messages; accept sessions; manage the DLQ.
 
     Names and ids may be given as plain ``str``; they are validated. Timeouts
@@ -374,17 +374,6 @@ class QueueClient(DeadLetterQueue):
         if not self._closed:
             self._closed = True
             await self._provider.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"QueueClient(provider={self.provider_type.value})"

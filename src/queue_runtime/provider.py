@@ -32,11 +32,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from queue_runtime.clock import Clock
 from queue_runtime.errors import ConfigurationError, QueueError
+from queue_runtime.lifecycle import Closing
 from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
 
 __all__ = [
@@ -130,7 +130,7 @@ class Capabilities:
     message. The bot dead-letters after this many failed handlings, or fewer if told."""
 
 
-class ProviderBase:
+class ProviderBase(Closing):
     """What every provider writes alike: a unique id, its fixed capabilities, and
     ``async with`` closing it (a provider writes only :meth:`aclose`).
 
@@ -156,20 +156,6 @@ class ProviderBase:
     @property
     def capabilities(self) -> Capabilities:
         return self._capabilities
-
-    async def aclose(self) -> None:
-        """Close the provider and its connections; idempotent. The base holds none."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class SessionReceiver(Protocol):

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from queue_runtime.lifecycle import Closing
 from queue_runtime.messages import QueueName, ReceiptHandle, ReceivedMessage, SessionId
 from queue_runtime.provider import SessionReceiver
 from queue_runtime.retry import RetryPolicy
@@ -86,7 +86,7 @@ class ClientCalls(Protocol):
     def _receive_timeout(self, timeout: float | None) -> float: ...
 
 
-class SessionClient:
+class SessionClient(Closing):
     """A locked session. Use as an async context manager so the lock is always released.
 
     Messages received here are settled here (or through the client).
@@ -164,15 +164,8 @@ class SessionClient:
         """Release the session; its unsettled messages become available again at once."""
         await self._receiver.close()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """The same as :meth:`close` (what ``async with`` calls)."""
         await self.close()
 
     def __repr__(self) -> str:
