@@ -284,6 +284,7 @@ def cost() -> list[Row]:
             met=medians["metrics"] / base >= 0.85,
             detail={
                 "cost_us_per_message": round((1 / medians["metrics"] - 1 / base) * 1e6, 2),
+                "budget_us_per_message": _budget(base, 0.85),
                 "cpu_us_per_message": f"{cpu['metrics']:.1f} vs {cpu['none']:.1f}",
                 "cpu_ratio": round(cpu["none"] / cpu["metrics"], 3),
             },
@@ -298,6 +299,7 @@ def cost() -> list[Row]:
             met=medians["traces"] / base >= 0.4,
             detail={
                 "cost_us_per_message": round((1 / medians["traces"] - 1 / base) * 1e6, 2),
+                "budget_us_per_message": _budget(base, 0.4),
                 "cpu_us_per_message": f"{cpu['traces']:.1f} vs {cpu['none']:.1f}",
                 "cpu_ratio": round(cpu["none"] / cpu["traces"], 3),
                 "spans_per_message": f"{min(spans):.3f}-{max(spans):.3f}",
@@ -316,6 +318,12 @@ def cost() -> list[Row]:
             },
         ),
     ]
+
+
+def _budget(base: float, target: float) -> float:
+    """µs per message an SDK may cost a bot running at ``base`` messages per second
+    for its throughput to stay at ``target`` of it."""
+    return round((1 / target - 1) / base * 1e6, 2)
 
 
 PIECES = 2_000

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from queue_runtime.crypto import UndecryptableMessage
 from queue_runtime.errors import QueueError
@@ -30,8 +30,6 @@ from queue_runtime.session_client import DEFAULT_RECEIVE_BATCH
 from queue_runtime.settlement import Settlement
 
 __all__ = ["REQUEUE_COUNT_ATTRIBUTE", "DeadLetterQueue"]
-
-T = TypeVar("T")
 
 REQUEUE_COUNT_ATTRIBUTE = "queue_runtime.requeue_count"
 """Attribute a requeued dead letter carries: how often it was requeued."""

@@ -581,6 +581,44 @@ async def test_retries_are_counted_with_the_error_type(otel: Otel) -> None:
     assert attempts == {"ConnectionFailedError": 2, None: 1}  # every attempt timed
 
 
+class _Misbehaving(InMemoryProvider):
+    """Sends fail as ``mode`` says: a provider bug, an answer that never comes."""
+
+    mode = ""
+
+    async def send(self, queue: qr.QueueName, messages: Any) -> None:
+        if self.mode == "bug":
+            raise RuntimeError("a provider bug")
+        if self.mode == "hang":
+            await asyncio.Event().wait()
+        await super().send(queue, messages)
+
+
+async def test_each_attempt_is_measured_with_how_it_ended(otel: Otel) -> None:
+    provider = _Misbehaving()
+    config = qr.QueueConfig(retry=qr.RetryPolicy.never(), timeouts=qr.TimeoutConfig(send=0.05))
+    async with otel.client(provider, config=config) as client:
+        await client.send_message("orders", qr.Message(b"ok"))
+        provider.mode = "bug"
+        with pytest.raises(RuntimeError):
+            await client.send_message("orders", qr.Message(b"x"))
+        provider.mode = "hang"
+        with pytest.raises(qr.OperationTimeoutError):
+            await client.send_message("orders", qr.Message(b"x"))
+        sending = asyncio.create_task(client.send_message("orders", qr.Message(b"x")))
+        await asyncio.sleep(0.01)
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+
+    attempts = {
+        labels.get("error.type"): point.count
+        for labels, point in otel.points(telemetry.OPERATION_DURATION)
+    }
+    # a provider bug by its class, a timeout as the client's error, a cancelled call not at all
+    assert attempts == {None: 1, "RuntimeError": 1, "OperationTimeoutError": 1}
+
+
 async def test_a_failed_send_is_counted_with_its_error_type(otel: Otel) -> None:
     provider = InMemoryProvider(qr.InMemoryConfig(auto_create_queues=False))
     async with otel.client(provider) as client:
