@@ -59,7 +59,7 @@ from bench.harness import Row, interleaved, report, save
 from queue_runtime.messages import Message, ReceiptHandle, ReceivedMessage
 from queue_runtime.providers.memory import InMemoryProvider
 from queue_runtime.telemetry import Processing, Receiving, Settling, SpanScope, Telemetry
-from queue_runtime.telemetry.spans import _UNTRACED, _UNTRACED_SETTLING
+from queue_runtime.telemetry.spans import UNTRACED, UNTRACED_SETTLING
 
 T = TypeVar("T")
 
@@ -152,13 +152,13 @@ class Bare(Telemetry):
     """Telemetry that does nothing: no spans, no metrics, no propagation."""
 
     def send(self, queue: str, messages: Sequence[Message]) -> SpanScope:
-        return _UNTRACED
+        return UNTRACED
 
     def inject(self, messages: list[Message]) -> list[Message]:
         return messages
 
     def receive(self, queue: str, session_id: str | None = None) -> Receiving:
-        return _UNTRACED
+        return UNTRACED
 
     def settle(
         self,
@@ -168,7 +168,7 @@ class Bare(Telemetry):
         dead_letter: bool = False,
         context: Context | None = None,
     ) -> SpanScope:
-        return _UNTRACED
+        return UNTRACED
 
     def settle_each(
         self,
@@ -177,7 +177,7 @@ class Bare(Telemetry):
         receipts: Sequence[ReceiptHandle],
         contexts: Sequence[Context | None] | None = None,
     ) -> Settling:
-        return _UNTRACED_SETTLING
+        return UNTRACED_SETTLING
 
     def process(self, message: ReceivedMessage) -> Processing:
         return Processing(INVALID_SPAN, self, message.receipt.queue)

@@ -19,9 +19,9 @@ INSTRUMENTATION_NAME: Final = "queue_runtime"
 """The tracer and meter name (the instrumentation scope)."""
 
 try:
-    _VERSION = importlib.metadata.version("queue-runtime")
+    PACKAGE_VERSION = importlib.metadata.version("queue-runtime")
 except importlib.metadata.PackageNotFoundError:  # running from a source tree
-    _VERSION = "unknown"
+    PACKAGE_VERSION = "unknown"
 
 # -- attribute names (OTel messaging conventions, plus our own) ------------------------
 
@@ -64,7 +64,7 @@ DURATION_BUCKETS: Final = (
 CIRCUIT_VALUES: Final = {"closed": 0, "half_open": 1, "open": 2}
 """What ``queue_runtime.circuit.state`` reports for each circuit state."""
 
-_OPERATION_TYPES: Final = {
+OPERATION_TYPES: Final = {
     "send": "send",
     "receive": "receive",
     "session_receive": "receive",
@@ -73,7 +73,7 @@ _OPERATION_TYPES: Final = {
     "dead_letter": "settle",
     "process": "process",
 }
-_SETTLE_COUNTERS: Final = {
+SETTLE_COUNTERS: Final = {
     "complete": COMPLETED,
     "abandon": ABANDONED,
     "dead_letter": DEAD_LETTERED,
@@ -99,5 +99,5 @@ def error_type(error: BaseException | str) -> str:
     return OTHER_ERROR
 
 
-def _operation_name(operation: str) -> str:
+def operation_name(operation: str) -> str:
     return "receive" if operation == "session_receive" else operation

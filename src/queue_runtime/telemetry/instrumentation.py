@@ -29,9 +29,6 @@ from opentelemetry.trace import (
 
 from queue_runtime.messages import Message, ReceiptHandle, ReceivedMessage
 from queue_runtime.telemetry.conventions import (
-    _OPERATION_TYPES,
-    _SETTLE_COUNTERS,
-    _VERSION,
     BATCH_COUNT,
     CONVERSATION_ID,
     DEAD_LETTER_QUEUE,
@@ -42,17 +39,20 @@ from queue_runtime.telemetry.conventions import (
     MESSAGE_ID,
     OPERATION_NAME,
     OPERATION_TYPE,
+    OPERATION_TYPES,
     OUTCOME,
+    PACKAGE_VERSION,
     QUEUE,
+    SETTLE_COUNTERS,
     SYSTEM,
-    _operation_name,
     error_type,
+    operation_name,
 )
-from queue_runtime.telemetry.instruments import Observed, _instruments
-from queue_runtime.telemetry.propagation import _SETTER, _creation_context, _producer
+from queue_runtime.telemetry.instruments import Observed, instruments_of
+from queue_runtime.telemetry.propagation import ATTRIBUTE_SETTER, creation_context, producer_of
 from queue_runtime.telemetry.spans import (
-    _UNTRACED,
-    _UNTRACED_SETTLING,
+    UNTRACED,
+    UNTRACED_SETTLING,
     Processing,
     Receiving,
     Settling,
@@ -93,12 +93,12 @@ class Telemetry:
     ) -> None:
         self.system = system
         """The ``messaging.system``: ``memory``, ``aws_sqs`` or ``servicebus``."""
-        self._tracer = trace.get_tracer(INSTRUMENTATION_NAME, _VERSION, tracer_provider)
+        self._tracer = trace.get_tracer(INSTRUMENTATION_NAME, PACKAGE_VERSION, tracer_provider)
         self._follows_global = isinstance(self._tracer, ProxyTracer)
         """True while our tracer is the API's proxy: an SDK may be set later, or never."""
         self._records = not isinstance(self._tracer, NoOpTracer)
         """False for a tracer of the API's no-op provider, given as ``tracer_provider=``."""
-        self._instruments = _instruments(meter_provider)
+        self._instruments = instruments_of(meter_provider)
         self._queue_attributes: dict[str, dict[str, str]] = {}
         self._operation_attributes: dict[tuple[str, str], dict[str, str]] = {}
         self._processing_attributes: dict[tuple[str, str | None, str | None], dict[str, str]] = {}
@@ -120,8 +120,8 @@ class Telemetry:
         key = (operation, queue)
         found = self._operation_attributes.get(key)
         if found is None:
-            found = {**self._queue(queue), OPERATION_NAME: _operation_name(operation)}
-            kind = _OPERATION_TYPES.get(operation)
+            found = {**self._queue(queue), OPERATION_NAME: operation_name(operation)}
+            kind = OPERATION_TYPES.get(operation)
             if kind is not None:
                 found[OPERATION_TYPE] = kind
             self._operation_attributes[key] = found
@@ -151,7 +151,7 @@ class Telemetry:
         its context).
         """
         if not self.tracing:
-            return _UNTRACED
+            return UNTRACED
         attributes: dict[str, str | int] = {**self._operation("send", queue)}
         if len(messages) == 1 and isinstance(messages[0], Message):
             attributes[MESSAGE_ID] = messages[0].message_id
@@ -176,7 +176,7 @@ class Telemetry:
         if not self.tracing and not otel_context.get_current():
             return messages  # no SDK, and no trace or baggage to hand on
         carrier: dict[str, str] = {}
-        propagate.inject(carrier, setter=_SETTER)
+        propagate.inject(carrier, setter=ATTRIBUTE_SETTER)
         if not carrier:
             return messages
         return [
@@ -187,7 +187,7 @@ class Telemetry:
     def receive(self, queue: str, session_id: str | None = None) -> Receiving:
         """The span of one receive call; call :meth:`Receiving.received` with the result."""
         if not self.tracing:
-            return _UNTRACED
+            return UNTRACED
         attributes = self._operation("receive", queue)
         if session_id is not None:
             attributes = {**attributes, CONVERSATION_ID: session_id}
@@ -207,7 +207,7 @@ class Telemetry:
         """The span of a ``complete``, ``abandon`` or ``dead_letter`` call of one message:
         a child of ``context`` (default: the current context)."""
         if not self.tracing:
-            return _UNTRACED
+            return UNTRACED
         attributes = self._operation(operation, queue)
         if dead_letter:
             attributes = {**attributes, DEAD_LETTER_QUEUE: "true"}
@@ -228,7 +228,7 @@ class Telemetry:
         message's settle span is under its own ``process`` span, whoever else's
         messages shared the provider request."""
         if not self.tracing:
-            return _UNTRACED_SETTLING
+            return UNTRACED_SETTLING
         parents = contexts if contexts is not None else [None] * len(receipts)
         return Settling(
             [
@@ -246,12 +246,12 @@ class Telemetry:
         around handling *and* settling, so that the settle span is its child.
         """
         queue = message.receipt.queue
-        creation = _creation_context(message)
+        creation = creation_context(message)
         if not self.tracing:  # no span; still hand the message's trace and baggage on
             if not creation:  # nothing to continue (or nothing the propagator understood)
                 return Processing(INVALID_SPAN, self, queue)
             return Processing(trace.get_current_span(creation), self, queue, creation)
-        producer = _producer(creation)
+        producer = producer_of(creation)
         attributes: dict[str, str | int] = {
             **self._operation("process", queue),
             MESSAGE_ID: message.message_id,
@@ -363,7 +363,7 @@ class Telemetry:
         attributes = self._queue(receipt.queue)
         if reason is not None:
             attributes = {**attributes, ERROR_TYPE: error_type(reason)}
-        self._instruments.settled[_SETTLE_COUNTERS[operation]].add(count, attributes)
+        self._instruments.settled[SETTLE_COUNTERS[operation]].add(count, attributes)
 
     def count_retry(self, operation: str, queue: str, error: BaseException) -> None:
         """A failed provider call or handler attempt (``operation="process"``) is retried."""

@@ -16,7 +16,6 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
 from queue_runtime.telemetry.conventions import (
-    _VERSION,
     ABANDONED,
     ACTIVE_SESSIONS,
     CIRCUIT,
@@ -29,6 +28,7 @@ from queue_runtime.telemetry.conventions import (
     IN_FLIGHT,
     INSTRUMENTATION_NAME,
     OPERATION_DURATION,
+    PACKAGE_VERSION,
     PROCESS_DURATION,
     RETRIES,
     SENT,
@@ -157,16 +157,18 @@ _instruments_by_provider: weakref.WeakKeyDictionary[MeterProvider, _Instruments]
 )
 
 
-def _instruments(meter_provider: MeterProvider | None) -> _Instruments:
+def instruments_of(meter_provider: MeterProvider | None) -> _Instruments:
     """One set of instruments per meter provider (the global one when ``None``)."""
     global _global_instruments
     if meter_provider is None:
         if _global_instruments is None:
             # the API's proxy meter when no SDK is set yet: it binds to the SDK later
-            _global_instruments = _Instruments(metrics.get_meter(INSTRUMENTATION_NAME, _VERSION))
+            _global_instruments = _Instruments(
+                metrics.get_meter(INSTRUMENTATION_NAME, PACKAGE_VERSION)
+            )
         return _global_instruments
     found = _instruments_by_provider.get(meter_provider)
     if found is None:
-        found = _Instruments(meter_provider.get_meter(INSTRUMENTATION_NAME, _VERSION))
+        found = _Instruments(meter_provider.get_meter(INSTRUMENTATION_NAME, PACKAGE_VERSION))
         _instruments_by_provider[meter_provider] = found
     return found

@@ -29,13 +29,13 @@ class _AttributeSetter(Setter[dict[str, str]]):
         carrier[key] = str(value)
 
 
-_SETTER: Final = _AttributeSetter()
+ATTRIBUTE_SETTER: Final = _AttributeSetter()
 
 
 _fields: tuple[object, frozenset[str]] = (None, frozenset())
 
 
-def _creation_context(message: ReceivedMessage) -> Context | None:
+def creation_context(message: ReceivedMessage) -> Context | None:
     """The producer's context carried by a message, or ``None`` if it carries none.
 
     Extracted once per message (the receive span's link and the process span both
@@ -59,7 +59,7 @@ def _creation_context(message: ReceivedMessage) -> Context | None:
     return context or None
 
 
-def _producer(creation: Context | None) -> SpanContext | None:
+def producer_of(creation: Context | None) -> SpanContext | None:
     """The producer's span in a message's context, if it carries a valid one."""
     if creation is None:
         return None

@@ -27,7 +27,7 @@ from queue_runtime.telemetry.conventions import (
     OUTCOME,
     error_type,
 )
-from queue_runtime.telemetry.propagation import _creation_context, _producer
+from queue_runtime.telemetry.propagation import creation_context, producer_of
 
 
 class ProcessingRecorder(Protocol):
@@ -125,7 +125,7 @@ class Receiving(SpanScope):
         if len(messages) == 1:
             span.set_attribute(MESSAGE_ID, messages[0].message_id)
         for message in messages:
-            producer = _producer(_creation_context(message))
+            producer = producer_of(creation_context(message))
             if producer is not None:
                 span.add_link(producer)
 
@@ -151,7 +151,7 @@ class _Untraced(Receiving):
         return None
 
 
-_UNTRACED: Final = _Untraced(INVALID_SPAN)
+UNTRACED: Final = _Untraced(INVALID_SPAN)
 
 
 class Settling:
@@ -259,5 +259,5 @@ class Processing(SpanScope):
         )
 
 
-_UNTRACED_SETTLING: Final = Settling([])
+UNTRACED_SETTLING: Final = Settling([])
 """What :meth:`Telemetry.settle_each` gives while tracing is off (shared: holds nothing)."""
