@@ -90,12 +90,17 @@ from queue_runtime.errors import (
 )
 
 __all__ = [
+    "SDK_ERRORS",
     "SERVER_BUSY_RETRY_AFTER",
     "refuses_plain_receivers",
     "refuses_session_receivers",
     "scrub",
     "translate",
 ]
+
+SDK_ERRORS: Final = (AzureError, ValueError, OSError)
+"""What SDK calls raise (``MessageAlreadySettled`` is a ``ValueError``; ``TimeoutError``
+is an ``OSError``)."""
 
 SERVER_BUSY_RETRY_AFTER: Final = 10.0
 """Seconds to wait after "server busy": the service's documented back-off."""

@@ -44,22 +44,17 @@ import asyncio
 import fnmatch
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import AzureError
 from azure.servicebus import (
     NEXT_AVAILABLE_SESSION,
-    ServiceBusMessage,
-    ServiceBusMessageBatch,
     ServiceBusReceivedMessage,
     ServiceBusReceiveMode,
     ServiceBusSubQueue,
 )
 from azure.servicebus.exceptions import (
-    MessageSizeExceededError,
     MessagingEntityNotFoundError,
     SessionCannotBeLockedError,
 )
@@ -71,9 +66,7 @@ from queue_runtime.errors import (
     BatchTooLargeError,
     ConfigurationError,
     InvalidReceiptError,
-    MessageTooLargeError,
     QueueError,
-    SessionNotFoundError,
     SessionsNotSupportedError,
     ValidationError,
 )
@@ -82,10 +75,20 @@ from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMe
 from queue_runtime.provider import Capabilities, ProviderBase, ProviderType, SessionSupport
 from queue_runtime.telemetry import log_fields
 
+from .batches import pack
 from .connection import build_client, secret_values
-from .errors import refuses_plain_receivers, refuses_session_receivers, scrub, translate
+from .errors import (
+    SDK_ERRORS,
+    refuses_plain_receivers,
+    refuses_session_receivers,
+    scrub,
+    translate,
+)
 from .messages import MAX_DEAD_LETTER_TEXT, pack_description, to_received, to_service_bus
+from .receivers import MIN_WAIT, Receiver, acquire
 from .sdk import ReceiverSeam, SenderSeam, ServiceBusSeam
+from .sessions import AzureSessionReceiver
+from .settling import Delivery, abandon_later
 
 __all__ = ["AzureServiceBusProvider", "AzureSessionReceiver", "create_provider"]
 
@@ -106,47 +109,8 @@ PURGE_BATCH: Final = 100
 PURGE_WAIT: Final = 1.0
 """Seconds a purge waits for more dead letters before it decides the DLQ is empty."""
 
-_MIN_WAIT: Final = 0.01
-"""The SDK wants wait times > 0; a zero timeout becomes this."""
 _MIN_SESSION_WAIT: Final = 0.1
 """Shortest wait for "next available session" handed to the service."""
-_MAX_RENEW_MARGIN: Final = 10.0
-
-_SDK_ERRORS: Final = (AzureError, ValueError, OSError)
-"""What SDK calls raise (``MessageAlreadySettled`` is a ``ValueError``; ``TimeoutError``
-is an ``OSError``)."""
-
-
-@dataclass(eq=False, slots=True)
-class _Delivery:
-    """What a receipt knows: where the message came from and the receiver holding it."""
-
-    queue: QueueName
-    dead_letter: bool
-    token: str
-    receiver: ReceiverSeam
-    message: ServiceBusReceivedMessage
-    session: AzureSessionReceiver | None
-    lock_span: float
-    settled: bool = False
-    uncertain: str | None = None
-    """A settle that failed transiently (it may have taken effect): its operation."""
-
-
-class _Receiver:
-    """A cached SDK receiver; receive calls on it take turns.
-
-    Its link is opened before the first receive: the SDK counts opening against
-    the receive's wait, so a short wait on a cold receiver could return nothing
-    although messages are waiting.
-    """
-
-    __slots__ = ("lock", "opened", "sdk")
-
-    def __init__(self, sdk: ReceiverSeam, *, opened: bool = False) -> None:
-        self.sdk = sdk
-        self.lock = asyncio.Lock()
-        self.opened = opened
 
 
 class AzureServiceBusProvider(ProviderBase):
@@ -187,7 +151,7 @@ class AzureServiceBusProvider(ProviderBase):
         )
         self._patterns = config.session_queue_patterns()
         self._senders: dict[str, SenderSeam] = {}
-        self._receivers: dict[tuple[str, bool], _Receiver] = {}
+        self._receivers: dict[tuple[str, bool], Receiver] = {}
         self._sessions: set[AzureSessionReceiver] = set()
         self._delayed: set[asyncio.Task[None]] = set()
         self._requires_sessions: set[str] = set()
@@ -221,10 +185,10 @@ class AzureServiceBusProvider(ProviderBase):
         outgoing = [to_service_bus(message) for message in messages]
         sender = self._sender(queue)
         try:
-            parts = await self._pack(sender, queue, messages, outgoing)
+            parts = await pack(sender, queue, messages, outgoing, self.config.max_message_size)
             for part in parts:
                 await sender.send_messages(part)
-        except _SDK_ERRORS as exc:
+        except SDK_ERRORS as exc:
             await self._forget_missing(exc, queue)
             largest = max((message.size for message in messages), default=0)
             raise self._error(
@@ -245,7 +209,7 @@ class AzureServiceBusProvider(ProviderBase):
         delivery = self._delivery(receipt, "complete")
         try:
             await delivery.receiver.complete_message(delivery.message)
-        except _SDK_ERRORS as exc:
+        except SDK_ERRORS as exc:
             raise self._error(exc, "complete", receipt.queue, delivery) from exc
         delivery.settled = True
 
@@ -260,7 +224,9 @@ class AzureServiceBusProvider(ProviderBase):
                 )
             delivery.settled = True
             deadline = self.clock.now() + delay
-            task = asyncio.create_task(self._abandon_later(delivery, deadline, until))
+            task = asyncio.create_task(
+                abandon_later(delivery, deadline, until, self.clock, self._secrets)
+            )
             self._delayed.add(task)
             task.add_done_callback(self._delayed.discard)
             if delivery.session is not None:
@@ -268,7 +234,7 @@ class AzureServiceBusProvider(ProviderBase):
             return
         try:
             await delivery.receiver.abandon_message(delivery.message)
-        except _SDK_ERRORS as exc:
+        except SDK_ERRORS as exc:
             raise self._error(exc, "abandon", receipt.queue, delivery) from exc
         delivery.settled = True
 
@@ -294,7 +260,7 @@ class AzureServiceBusProvider(ProviderBase):
                 reason=reason[:MAX_DEAD_LETTER_TEXT],
                 error_description=pack_description(description, properties),
             )
-        except _SDK_ERRORS as exc:
+        except SDK_ERRORS as exc:
             raise self._error(exc, "dead_letter", receipt.queue, delivery) from exc
         delivery.settled = True
 
@@ -306,7 +272,7 @@ class AzureServiceBusProvider(ProviderBase):
                 until = await delivery.receiver.session.renew_lock()
             else:
                 until = await delivery.receiver.renew_message_lock(delivery.message)
-        except _SDK_ERRORS as exc:
+        except SDK_ERRORS as exc:
             raise self._error(exc, "renew_lock", receipt.queue, delivery) from exc
         receipt.extend(until)
         return until
@@ -330,7 +296,7 @@ class AzureServiceBusProvider(ProviderBase):
             await sdk.__aenter__()
         except BaseException as exc:
             await self._close_quietly(sdk, "session receiver", queue)
-            if not isinstance(exc, _SDK_ERRORS):
+            if not isinstance(exc, SDK_ERRORS):
                 raise
             if session_id is None and isinstance(
                 exc, SdkOperationTimeoutError | SessionCannotBeLockedError
@@ -370,7 +336,7 @@ class AzureServiceBusProvider(ProviderBase):
                     break
                 peeked.extend(page)
                 start = (page[-1].sequence_number or start) + 1
-        except _SDK_ERRORS as exc:
+        except SDK_ERRORS as exc:
             await self._forget_missing(exc, queue)
             raise self._error(exc, "peek_dead_letters", queue) from exc
         now = to_datetime(self.clock.now())
@@ -388,12 +354,12 @@ class AzureServiceBusProvider(ProviderBase):
         )
         removed = 0
         try:
-            await sdk.__aenter__()  # opening must not eat the first wait (see _Receiver)
+            await sdk.__aenter__()  # opening must not eat the first wait (see Receiver)
             while batch := await sdk.receive_messages(
                 max_message_count=PURGE_BATCH, max_wait_time=PURGE_WAIT
             ):
                 removed += len(batch)
-        except _SDK_ERRORS as exc:
+        except SDK_ERRORS as exc:
             raise self._error(exc, "purge_dead_letters", queue) from exc
         finally:
             await self._close_quietly(sdk, "purge receiver", queue)
@@ -451,7 +417,7 @@ class AzureServiceBusProvider(ProviderBase):
         outgoing = [to_service_bus(message) for message in messages]
         try:
             return list(await self._sender(name).schedule_messages(outgoing, at))
-        except _SDK_ERRORS as exc:
+        except SDK_ERRORS as exc:
             await self._forget_missing(exc, name)
             raise self._error(exc, "schedule", name) from exc
 
@@ -461,7 +427,7 @@ class AzureServiceBusProvider(ProviderBase):
         self._check_open("cancel_scheduled")
         try:
             await self._sender(name).cancel_scheduled_messages(list(sequence_numbers))
-        except _SDK_ERRORS as exc:
+        except SDK_ERRORS as exc:
             raise self._error(exc, "cancel_scheduled", name) from exc
 
     def __repr__(self) -> str:
@@ -482,7 +448,7 @@ class AzureServiceBusProvider(ProviderBase):
         exc: BaseException,
         operation: str,
         queue: str,
-        delivery: _Delivery | None = None,
+        delivery: Delivery | None = None,
         *,
         size: int | None = None,
         max_size: int | None = None,
@@ -517,7 +483,7 @@ class AzureServiceBusProvider(ProviderBase):
             )
         return error
 
-    def _session_holds(self, delivery: _Delivery) -> bool:
+    def _session_holds(self, delivery: Delivery) -> bool:
         """True while the native session ``delivery`` came from is still locked by us."""
         session = delivery.session
         return (
@@ -532,7 +498,7 @@ class AzureServiceBusProvider(ProviderBase):
             sender = self._senders[queue] = self._client.get_queue_sender(queue)
         return sender
 
-    def _receiver(self, queue: str, dead_letter: bool) -> _Receiver:
+    def _receiver(self, queue: str, dead_letter: bool) -> Receiver:
         entry = self._receivers.get((queue, dead_letter))
         if entry is None:
             sdk = self._client.get_queue_receiver(
@@ -540,7 +506,7 @@ class AzureServiceBusProvider(ProviderBase):
                 sub_queue=ServiceBusSubQueue.DEAD_LETTER if dead_letter else None,
                 prefetch_count=self.config.prefetch,
             )
-            entry = self._receivers[(queue, dead_letter)] = _Receiver(sdk)
+            entry = self._receivers[(queue, dead_letter)] = Receiver(sdk)
         return entry
 
     async def _forget_missing(self, exc: BaseException, queue: str) -> None:
@@ -569,42 +535,9 @@ class AzureServiceBusProvider(ProviderBase):
                 extra=log_fields("close", queue),
             )
 
-    async def _pack(
-        self,
-        sender: SenderSeam,
-        queue: QueueName,
-        messages: Sequence[Message],
-        outgoing: list[ServiceBusMessage],
-    ) -> list[ServiceBusMessageBatch | ServiceBusMessage]:
-        """Fill SDK batches in order; a message too big for any batch goes alone.
-
-        Raises MessageTooLargeError if a message's encoded size exceeds the
-        entity's limit. Nothing is sent here.
-        """
-        parts: list[ServiceBusMessageBatch | ServiceBusMessage] = []
-        batch = await sender.create_message_batch()
-        for message, sb in zip(messages, outgoing, strict=True):
-            if _try_add(batch, sb):
-                continue
-            if len(batch):
-                parts.append(batch)
-                batch = await sender.create_message_batch()
-                if _try_add(batch, sb):
-                    continue
-            size = _encoded_size(sb)
-            limit = self.config.max_message_size
-            if size > limit:
-                raise MessageTooLargeError(
-                    size, limit, operation="send", queue=queue, message_id=message.message_id
-                )
-            parts.append(sb)  # bigger than a batch may be (premium tier), not than a message
-        if len(batch):
-            parts.append(batch)
-        return parts
-
     async def _receive(
         self,
-        entry: _Receiver,
+        entry: Receiver,
         queue: QueueName,
         max_messages: int,
         timeout: float,
@@ -614,17 +547,17 @@ class AzureServiceBusProvider(ProviderBase):
     ) -> list[ReceivedMessage]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
-        if not await _acquire(entry.lock, timeout):
+        if not await acquire(entry.lock, timeout):
             return []
         try:
             if not entry.opened:
                 await entry.sdk.__aenter__()
                 entry.opened = True
-            wait = max(deadline - loop.time(), _MIN_WAIT)
+            wait = max(deadline - loop.time(), MIN_WAIT)
             batch = await entry.sdk.receive_messages(
                 max_message_count=max_messages, max_wait_time=wait
             )
-        except _SDK_ERRORS as exc:
+        except SDK_ERRORS as exc:
             if not dead_letter and refuses_plain_receivers(exc):
                 _log.info(
                     "queue %r requires sessions: plain receives return nothing, use accept_session",
@@ -659,12 +592,12 @@ class AzureServiceBusProvider(ProviderBase):
         lock_token = sb.lock_token
         # the SDK reports no message lock for session messages: the session lock covers them
         locked_until = session.locked_until if session is not None else sb.locked_until_utc or now
-        native: _Delivery | None = None
+        native: Delivery | None = None
         if lock_token is None:
             token = f"peek-{sb.sequence_number}"
         else:
             token = str(lock_token)
-            native = _Delivery(
+            native = Delivery(
                 queue=queue,
                 dead_letter=dead_letter,
                 token=token,
@@ -683,7 +616,7 @@ class AzureServiceBusProvider(ProviderBase):
         )
         return to_received(sb, receipt=receipt, delivered_at=now, dead_letter=dead_letter)
 
-    def _delivery(self, receipt: ReceiptHandle, operation: str) -> _Delivery:
+    def _delivery(self, receipt: ReceiptHandle, operation: str) -> Delivery:
         """The delivery a receipt stands for, or InvalidReceiptError."""
         if not isinstance(receipt, ReceiptHandle) or receipt.provider_id != self._id:
             raise InvalidReceiptError(
@@ -692,7 +625,7 @@ class AzureServiceBusProvider(ProviderBase):
         self._check_open(operation)
         delivery = receipt.native
         if (
-            not isinstance(delivery, _Delivery)
+            not isinstance(delivery, Delivery)
             or delivery.queue != receipt.queue
             or delivery.dead_letter != receipt.dead_letter
             or delivery.token != receipt.token
@@ -714,184 +647,6 @@ class AzureServiceBusProvider(ProviderBase):
                 queue=receipt.queue,
             )
         return delivery
-
-    async def _abandon_later(self, delivery: _Delivery, deadline: float, until: float) -> None:
-        """Hold the lock until ``deadline`` (provider time), then abandon.
-
-        A non-session message's lock is renewed when it would run out first; a
-        session message is covered by its session lock (its holder renews that).
-        Cancelled (by :meth:`aclose`), it abandons at once; if its session was
-        closed meanwhile, closing released it already.
-        """
-        clock = self.clock
-        margin = min(_MAX_RENEW_MARGIN, delivery.lock_span / 3)
-        renews = delivery.session is None
-        try:
-            while (now := clock.now()) < deadline:
-                step = deadline - now
-                if renews and until - margin < deadline:
-                    step = min(step, max(0.0, until - margin - now))
-                await clock.sleep(step)
-                now = clock.now()
-                if renews and now < deadline and now >= until - margin:
-                    renewed = await delivery.receiver.renew_message_lock(delivery.message)
-                    until = renewed.timestamp()
-        except asyncio.CancelledError:
-            pass  # the provider or the session is closing: abandon now, not after the delay
-        except _SDK_ERRORS as exc:  # the lock could not be renewed: it is lost anyway
-            self._log_delayed_failure(delivery, exc)
-            return
-        if delivery.session is not None and delivery.session.closed:
-            return
-        try:
-            await delivery.receiver.abandon_message(delivery.message)
-        except _SDK_ERRORS as exc:
-            self._log_delayed_failure(delivery, exc)
-
-    def _log_delayed_failure(self, delivery: _Delivery, exc: BaseException) -> None:
-        # the message is not lost: its lock runs out (or its session closed) and it comes back
-        _log.warning(
-            "delayed abandon of message %r in queue %r failed (%s: %s); "
-            "it becomes visible when its lock expires",
-            delivery.message.message_id,
-            delivery.queue,
-            type(exc).__name__,
-            scrub(str(exc), self._secrets),
-            extra=log_fields("abandon", delivery.queue),
-        )
-
-
-class AzureSessionReceiver:
-    """A locked Service Bus session (one session receiver). Close it to release the lock."""
-
-    def __init__(self, provider: AzureServiceBusProvider, queue: QueueName, sdk: ReceiverSeam):
-        self._provider = provider
-        self._queue = queue
-        self._sdk = sdk
-        self._entry = _Receiver(sdk, opened=True)
-        self._held: set[asyncio.Task[None]] = set()
-        self.closed = False
-        raw = sdk.session.session_id
-        try:
-            self._session_id = SessionId(raw)
-        except ValidationError:  # sent by another producer; keep it as it is
-            self._session_id = cast(SessionId, raw)
-
-    @property
-    def session_id(self) -> SessionId:
-        return self._session_id
-
-    @property
-    def locked_until(self) -> datetime:
-        until = self._sdk.session.locked_until_utc
-        return until if until is not None else to_datetime(self._provider.clock.now())
-
-    async def receive(self, max_messages: int, timeout: float) -> list[ReceivedMessage]:
-        self._check("session_receive")
-        provider = self._provider
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout)
-        if not await _acquire(self._entry.lock, timeout):
-            return []
-        try:
-            if self._held:
-                # a message abandoned with a delay comes back first: later ones wait for it
-                _, pending = await asyncio.wait(
-                    self._held, timeout=max(0.0, deadline - loop.time())
-                )
-                if pending:
-                    return []
-            batch = await self._sdk.receive_messages(
-                max_message_count=max_messages,
-                max_wait_time=max(deadline - loop.time(), _MIN_WAIT),
-            )
-        except _SDK_ERRORS as exc:
-            raise provider._error(exc, "session_receive", self._queue) from exc
-        finally:
-            self._entry.lock.release()
-        now = to_datetime(provider.clock.now())
-        return [
-            provider._received(sb, self._queue, self._sdk, self, dead_letter=False, now=now)
-            for sb in batch
-        ]
-
-    async def renew_lock(self) -> datetime:
-        self._check("renew_session_lock")
-        try:
-            return await self._sdk.session.renew_lock()
-        except _SDK_ERRORS as exc:
-            raise self._provider._error(exc, "renew_session_lock", self._queue) from exc
-
-    async def get_state(self) -> bytes | None:
-        self._check("get_state")
-        try:
-            state: bytes | None = await self._sdk.session.get_state()
-        except _SDK_ERRORS as exc:
-            raise self._provider._error(exc, "get_state", self._queue) from exc
-        return None if state is None else bytes(state)
-
-    async def set_state(self, state: bytes | None) -> None:
-        self._check("set_state")
-        if state is not None and not isinstance(state, bytes):
-            raise ValidationError("must be bytes or None", field="state")
-        try:
-            await self._sdk.session.set_state(state)
-        except _SDK_ERRORS as exc:
-            raise self._provider._error(exc, "set_state", self._queue) from exc
-
-    async def close(self) -> None:
-        """Release the session; its unsettled messages become available to the next holder."""
-        if self.closed:
-            return
-        self.closed = True
-        for task in list(self._held):
-            task.cancel()  # closing releases the held message too
-        self._provider._sessions.discard(self)
-        await self._provider._close_quietly(self._sdk, "session receiver", self._queue)
-
-    def hold(self, task: asyncio.Task[None]) -> None:
-        """Hand out no messages until ``task`` (a delayed abandon of this session) is done."""
-        self._held.add(task)
-        task.add_done_callback(self._held.discard)
-
-    def __repr__(self) -> str:
-        return f"AzureSessionReceiver(queue={self._queue!r}, session_id={self._session_id!r})"
-
-    def _check(self, operation: str) -> None:
-        self._provider._check_open(operation)
-        if self.closed:
-            raise SessionNotFoundError(
-                f"session {self._session_id!r} was closed", operation=operation, queue=self._queue
-            )
-
-
-def _try_add(batch: ServiceBusMessageBatch, message: ServiceBusMessage) -> bool:
-    try:
-        batch.add_message(message)
-    except MessageSizeExceededError:
-        return False
-    return True
-
-
-def _encoded_size(message: ServiceBusMessage) -> int:
-    """Bytes ``message`` takes in a batch (what the size limit is checked against)."""
-    probe = ServiceBusMessageBatch(max_size_in_bytes=2**62)
-    probe.add_message(message)
-    return probe.size_in_bytes
-
-
-async def _acquire(lock: asyncio.Lock, timeout: float) -> bool:
-    """Take ``lock`` within ``timeout`` seconds; False (lock not held) if that failed."""
-    acquired = False
-    try:
-        async with asyncio.timeout(max(0.0, timeout)):
-            await lock.acquire()
-            acquired = True
-    except TimeoutError:
-        if acquired:
-            lock.release()
-        return False
-    return True
 
 
 def create_provider(config: Any, clock: Clock) -> AzureServiceBusProvider:
