@@ -170,6 +170,30 @@ async def test_a_full_disk_fails_the_send_and_harms_nothing_stored(
         assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+async def test_a_queue_whose_creation_was_rolled_back_is_created_by_the_next_send(
+    open_provider: OpenProvider,
+) -> None:
+    provider = open_provider()
+    other = open_provider()  # another process: it knows only what is in the file
+    await provider.send(Q, [qr.Message(b"first")])
+    pages = await provider._call(
+        "test", lambda: provider._store.db.execute("PRAGMA page_count").fetchone()[0]
+    )
+    await provider._call(
+        "test", lambda: provider._store.db.execute(f"PRAGMA max_page_count = {pages + 2}")
+    )
+    fresh = qr.QueueName("fresh")
+    with pytest.raises(StorageFullError):  # the queue's row goes with the failed send
+        await provider.send(fresh, [qr.Message(os.urandom(60_000)) for _ in range(4)])
+    await provider._call(
+        "test", lambda: provider._store.db.execute("PRAGMA max_page_count = 1073741823")
+    )
+
+    await provider.send(fresh, [qr.Message(b"again")])
+
+    assert (await other.queue_info(fresh)).depth == 1
+
+
 async def test_a_missing_queue_is_named_when_queues_are_not_created(
     open_provider: OpenProvider,
 ) -> None:

@@ -130,7 +130,7 @@ async def test_calls_queued_together_are_committed_in_one_transaction(
     assert len(await provider.receive(Q, 10, timeout=0)) == 6
 
 
-async def test_a_batch_of_completions_that_fails_inside_a_group_undoes_only_its_own_failure(
+async def test_a_batch_of_completions_with_a_lost_lock_inside_a_group_answers_for_each(
     open_provider: OpenProvider,
 ) -> None:
     provider = open_provider()
@@ -139,7 +139,7 @@ async def test_a_batch_of_completions_that_fails_inside_a_group_undoes_only_its_
     await provider.complete(second.receipt)  # settled already: its receipt is no longer valid
 
     # queued together: the batch's one statement deletes the first row, then finds the
-    # second gone; the group is rolled back and each call runs again on its own
+    # second gone; its savepoint is rolled back and each receipt is settled on its own
     outcomes = await asyncio.gather(
         provider.send(Q, [qr.Message(b"3")]),
         provider.complete_many([first.receipt, second.receipt]),

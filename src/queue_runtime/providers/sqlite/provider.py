@@ -20,10 +20,9 @@ loop round trip per statement. Serializing a process's calls through one
 connection is also the single-writer pattern SQLite wants; other processes
 wait for the write lock up to ``busy_timeout``. Calls that queue up while the
 thread is busy (a receive and the completions behind it, say) run together,
-in order, in one transaction: one commit, so one fsync, for all of them
-(group commit); each call fails or succeeds on its own (if one fails, the
-transaction is rolled back and each runs again in its own), and none is
-answered before the commit.
+in order, in one transaction with a savepoint each: one commit, so one fsync,
+for all of them (group commit); each call fails or succeeds on its own, and
+none is answered before the commit.
 
 **Waiting.** A receive that finds nothing waits on the event loop (never in
 the thread): for a write by this provider, for the next time-driven change

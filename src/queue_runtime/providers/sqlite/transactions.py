@@ -1,6 +1,6 @@
 """The store's connection and transactions: one ``sqlite3`` connection, used from the
-provider's worker thread, and group commit (several calls in one transaction; if one
-fails, all is rolled back and each runs on its own)."""
+provider's worker thread, and group commit (several calls in one transaction, a
+savepoint each)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,6 @@ from queue_runtime.config import SqliteConfig
 from .schema import open_database, translate
 
 __all__ = ["Transactions"]
-
-
-class _Spoiled(Exception):
-    """A group whose transaction holds a failed write: rolled back, then run call by call."""
 
 
 class Transactions:
@@ -35,8 +31,6 @@ class Transactions:
         last sweep and this connection's writes since); valid for ``_quiet_version``."""
         self._quiet_version = -1
         self._grouped = False
-        self._spoiled = False
-        """A write inside a group failed (the group is rolled back and run call by call)."""
 
     # -- connection and transactions ----------------------------------------------
 
@@ -72,12 +66,10 @@ class Transactions:
         """Run several calls in one transaction; per call ``(True, result)`` or
         ``(False, error)``, all known once the transaction is committed.
 
-        Optimistic: the calls run one after the other with nothing between them
-        (a savepoint each would cost two statements per call, and each statement
-        is a round trip for the GIL the event loop wants). If any call raises,
-        or SQLite itself fails (a full disk, a lost lock), all is rolled back and
-        each call is run again on its own, so each caller sees its own outcome
-        and a call that fails leaves nothing behind."""
+        Each call's writes are a savepoint: a call that raises leaves nothing
+        behind and the others go on. If SQLite itself fails (a full disk, a
+        lost lock), all is rolled back and each call is run again on its own,
+        so each caller sees its own outcome."""
         if len(jobs) == 1:
             return [self._outcome(*jobs[0])]
         try:
@@ -85,14 +77,16 @@ class Transactions:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:
             return [self._outcome(*job) for job in jobs]
+        outcomes: list[tuple[bool, Any]] = []
         self._grouped = True
-        self._spoiled = False
         try:
-            results = []
             for _, function, args in jobs:
-                results.append(function(*args))
-                if self._spoiled:  # a write failed and its caller went on: undo it
-                    raise _Spoiled
+                try:
+                    outcomes.append((True, function(*args)))
+                except sqlite3.Error:
+                    raise
+                except Exception as error:  # its savepoint was rolled back
+                    outcomes.append((False, error))
             self._grouped = False
             db.execute("COMMIT")
         except BaseException as error:
@@ -100,10 +94,10 @@ class Transactions:
             self._forget()
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            if not isinstance(error, Exception):
+            if not isinstance(error, sqlite3.Error):
                 raise
             return [self._outcome(*job) for job in jobs]
-        return [(True, result) for result in results]
+        return outcomes
 
     def _outcome(
         self, operation: str, function: Callable[..., Any], args: tuple[Any, ...]
@@ -121,12 +115,16 @@ class Transactions:
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         db = self.db
-        if self._grouped:  # inside run_group's transaction, which a failure rolls back
+        if self._grouped:  # inside run_group's transaction
+            db.execute("SAVEPOINT call")
             try:
                 yield db
             except BaseException:
-                self._spoiled = True
+                self._forget()
+                db.execute("ROLLBACK TO call")
+                db.execute("RELEASE call")
                 raise
+            db.execute("RELEASE call")
             return
         db.execute("BEGIN IMMEDIATE")
         try:
