@@ -308,7 +308,7 @@ class AzureServiceBusProvider(ProviderBase):
                     "the queue is not session-enabled", operation="accept_session", queue=queue
                 ) from exc
             raise self._error(exc, "accept_session", queue) from exc
-        session = AzureSessionReceiver(self, queue, sdk)
+        session = AzureSessionReceiver(_SessionHost(self), queue, sdk)
         self._sessions.add(session)
         return session
 
@@ -652,3 +652,35 @@ class AzureServiceBusProvider(ProviderBase):
 def create_provider(config: Any, clock: Clock) -> AzureServiceBusProvider:
     """Registry entry point: build the provider for an :class:`AzureServiceBusConfig`."""
     return AzureServiceBusProvider(config, clock=clock)
+
+
+class _SessionHost:
+    """The provider as its session receivers see it (:class:`.sessions.SessionHost`)."""
+
+    __slots__ = ("_provider",)
+
+    def __init__(self, provider: AzureServiceBusProvider) -> None:
+        self._provider = provider
+
+    def now(self) -> datetime:
+        return to_datetime(self._provider.clock.now())
+
+    def check_open(self, operation: str) -> None:
+        self._provider._check_open(operation)
+
+    def error(self, exc: BaseException, operation: str, queue: QueueName) -> QueueError:
+        return self._provider._error(exc, operation, queue)
+
+    def received(
+        self,
+        sb: ServiceBusReceivedMessage,
+        queue: QueueName,
+        sdk: ReceiverSeam,
+        session: AzureSessionReceiver,
+        now: datetime,
+    ) -> ReceivedMessage:
+        return self._provider._received(sb, queue, sdk, session, dead_letter=False, now=now)
+
+    async def closed(self, session: AzureSessionReceiver, sdk: ReceiverSeam) -> None:
+        self._provider._sessions.discard(session)
+        await self._provider._close_quietly(sdk, "session receiver", session.queue)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
-from queue_runtime.clock import to_datetime
-from queue_runtime.errors import SessionNotFoundError, ValidationError
+from queue_runtime.errors import QueueError, SessionNotFoundError, ValidationError
 from queue_runtime.messages import QueueName, ReceivedMessage, SessionId
 
 from .errors import SDK_ERRORS
@@ -15,16 +14,47 @@ from .receivers import MIN_WAIT, Receiver, acquire
 from .sdk import ReceiverSeam
 
 if TYPE_CHECKING:
-    from .provider import AzureServiceBusProvider
+    from azure.servicebus import ServiceBusReceivedMessage
 
-__all__ = ["AzureSessionReceiver"]
+__all__ = ["AzureSessionReceiver", "SessionHost"]
+
+
+class SessionHost(Protocol):
+    """What a session receiver needs of its provider (the provider gives it one)."""
+
+    def now(self) -> datetime:
+        """The provider's clock, as an aware datetime."""
+        ...
+
+    def check_open(self, operation: str) -> None:
+        """Raise if the provider was closed."""
+        ...
+
+    def error(self, exc: BaseException, operation: str, queue: QueueName) -> QueueError:
+        """The runtime's error for an SDK error."""
+        ...
+
+    def received(
+        self,
+        sb: ServiceBusReceivedMessage,
+        queue: QueueName,
+        sdk: ReceiverSeam,
+        session: AzureSessionReceiver,
+        now: datetime,
+    ) -> ReceivedMessage:
+        """A received SDK message as the runtime's message, settled through ``session``."""
+        ...
+
+    async def closed(self, session: AzureSessionReceiver, sdk: ReceiverSeam) -> None:
+        """Forget ``session`` and close its SDK receiver (quietly)."""
+        ...
 
 
 class AzureSessionReceiver:
     """A locked Service Bus session (one session receiver). Close it to release the lock."""
 
-    def __init__(self, provider: AzureServiceBusProvider, queue: QueueName, sdk: ReceiverSeam):
-        self._provider = provider
+    def __init__(self, host: SessionHost, queue: QueueName, sdk: ReceiverSeam):
+        self._host = host
         self._queue = queue
         self._sdk = sdk
         self._entry = Receiver(sdk, opened=True)
@@ -37,17 +67,21 @@ class AzureSessionReceiver:
             self._session_id = cast(SessionId, raw)
 
     @property
+    def queue(self) -> QueueName:
+        return self._queue
+
+    @property
     def session_id(self) -> SessionId:
         return self._session_id
 
     @property
     def locked_until(self) -> datetime:
         until = self._sdk.session.locked_until_utc
-        return until if until is not None else to_datetime(self._provider.clock.now())
+        return until if until is not None else self._host.now()
 
     async def receive(self, max_messages: int, timeout: float) -> list[ReceivedMessage]:
         self._check("session_receive")
-        provider = self._provider
+        host = self._host
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
         if not await acquire(self._entry.lock, timeout):
@@ -65,28 +99,25 @@ class AzureSessionReceiver:
                 max_wait_time=max(deadline - loop.time(), MIN_WAIT),
             )
         except SDK_ERRORS as exc:
-            raise provider._error(exc, "session_receive", self._queue) from exc
+            raise host.error(exc, "session_receive", self._queue) from exc
         finally:
             self._entry.lock.release()
-        now = to_datetime(provider.clock.now())
-        return [
-            provider._received(sb, self._queue, self._sdk, self, dead_letter=False, now=now)
-            for sb in batch
-        ]
+        now = host.now()
+        return [host.received(sb, self._queue, self._sdk, self, now) for sb in batch]
 
     async def renew_lock(self) -> datetime:
         self._check("renew_session_lock")
         try:
             return await self._sdk.session.renew_lock()
         except SDK_ERRORS as exc:
-            raise self._provider._error(exc, "renew_session_lock", self._queue) from exc
+            raise self._host.error(exc, "renew_session_lock", self._queue) from exc
 
     async def get_state(self) -> bytes | None:
         self._check("get_state")
         try:
             state: bytes | None = await self._sdk.session.get_state()
         except SDK_ERRORS as exc:
-            raise self._provider._error(exc, "get_state", self._queue) from exc
+            raise self._host.error(exc, "get_state", self._queue) from exc
         return None if state is None else bytes(state)
 
     async def set_state(self, state: bytes | None) -> None:
@@ -96,7 +127,7 @@ class AzureSessionReceiver:
         try:
             await self._sdk.session.set_state(state)
         except SDK_ERRORS as exc:
-            raise self._provider._error(exc, "set_state", self._queue) from exc
+            raise self._host.error(exc, "set_state", self._queue) from exc
 
     async def close(self) -> None:
         """Release the session; its unsettled messages become available to the next holder."""
@@ -105,8 +136,7 @@ class AzureSessionReceiver:
         self.closed = True
         for task in list(self._held):
             task.cancel()  # closing releases the held message too
-        self._provider._sessions.discard(self)
-        await self._provider._close_quietly(self._sdk, "session receiver", self._queue)
+        await self._host.closed(self, self._sdk)
 
     def hold(self, task: asyncio.Task[None]) -> None:
         """Hand out no messages until ``task`` (a delayed abandon of this session) is done."""
@@ -117,7 +147,7 @@ class AzureSessionReceiver:
         return f"AzureSessionReceiver(queue={self._queue!r}, session_id={self._session_id!r})"
 
     def _check(self, operation: str) -> None:
-        self._provider._check_open(operation)
+        self._host.check_open(operation)
         if self.closed:
             raise SessionNotFoundError(
                 f"session {self._session_id!r} was closed", operation=operation, queue=self._queue
