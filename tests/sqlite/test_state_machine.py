@@ -1,7 +1,7 @@
 """The in-memory provider's stateful property test, run on the sqlite provider.
 
 The same random sends, receives, settlements, clock moves and session work,
-checked against the same exact model after every step (``tests/unit/
+checked against the same exact model after every step (``tests/memory/
 test_memory_state_machine.py``): the sqlite provider hands out the same
 messages in the same order and batches, with the same counts, errors and
 dead letters, as the reference implementation of the delivery contract.

@@ -1,6 +1,6 @@
 """docs/configuration.md lists every setting exactly as the config classes define it.
 
-Regenerate the table with ``.venv/bin/python -m tests.unit.test_config_docs``.
+Regenerate the table with ``.venv/bin/python -m tests.core.test_config_docs``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _table(text: str) -> str:
 
 def test_configuration_doc_lists_every_setting() -> None:
     assert _table(DOC.read_text()) == render(), (
-        "docs/configuration.md is out of date: run python -m tests.unit.test_config_docs"
+        "docs/configuration.md is out of date: run python -m tests.core.test_config_docs"
     )
 
 
