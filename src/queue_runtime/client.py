@@ -75,6 +75,7 @@ from queue_runtime.provider import (
     QueueProvider,
     SessionProvider,
     SessionSupport,
+    SupportsMessageCheck,
     create_provider,
 )
 from queue_runtime.retry import RetryPolicy
@@ -248,9 +249,8 @@ class QueueClient(DeadLetterQueue, Closing):
                 batch = [await self.crypto.encrypt_message(message) for message in batch]
             batch = self.telemetry.inject(batch)  # before the size checks: they count it
             self._check_messages(name, batch)
-            provider_check = getattr(self._provider, "check_messages", None)
-            if provider_check is not None:  # a provider's own, exact rules (optional hook)
-                provider_check(name, batch)
+            if isinstance(self._provider, SupportsMessageCheck):  # its own, exact rules
+                self._provider.check_messages(name, batch)
             for chunk in self._chunks(batch):
                 try:
                     await self._call(

@@ -52,13 +52,14 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
 
 from queue_runtime.circuit import CircuitBreaker, CircuitState
 from queue_runtime.errors import OperationTimeoutError, QueueError
 from queue_runtime.messages import QueueName
+from queue_runtime.provider import QueueInfo, SupportsQueueInfo
 from queue_runtime.telemetry import log_fields
 
 if TYPE_CHECKING:
@@ -168,37 +169,6 @@ class HealthReport:
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
-
-
-# -- the provider hook -----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class QueueInfo:
-    """What a provider can tell about a queue without receiving from it.
-
-    Each count is ``None`` when the provider cannot tell. Cloud counts are
-    approximate (SQS says so itself).
-    """
-
-    depth: int | None = None
-    """Messages waiting to be received."""
-    in_flight: int | None = None
-    """Messages received and not yet settled (locked, invisible)."""
-    dead_letter_depth: int | None = None
-    """Messages in the queue's dead-letter queue."""
-
-
-@runtime_checkable
-class SupportsQueueInfo(Protocol):
-    """The optional provider hook behind :func:`probe_queue`.
-
-    ``queue_info`` must not receive, lock or otherwise consume a message, and
-    raises the usual errors: :class:`~queue_runtime.errors.QueueNotFoundError`
-    for a missing queue, authentication and connection errors as for any call.
-    """
-
-    async def queue_info(self, queue: QueueName) -> QueueInfo: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,11 +45,15 @@ __all__ = [
     "Capabilities",
     "ProviderBase",
     "ProviderType",
+    "QueueInfo",
     "QueueProvider",
     "SessionProvider",
     "SessionReceiver",
     "SessionSupport",
     "SettledReceipts",
+    "SupportsCompleteMany",
+    "SupportsMessageCheck",
+    "SupportsQueueInfo",
     "create_provider",
     "register_provider",
 ]
@@ -305,3 +309,40 @@ class SupportsCompleteMany(Protocol):
     async def complete_many(
         self, receipts: Sequence[ReceiptHandle]
     ) -> Sequence[QueueError | None]: ...
+
+
+@runtime_checkable
+class SupportsMessageCheck(Protocol):
+    """An optional hook: a provider's own, exact limits on what may be sent, checked by
+    the client before a send (after its own checks), raising ``ValidationError`` or
+    ``MessageTooLargeError``."""
+
+    def check_messages(self, queue: QueueName, messages: Sequence[Message]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """What a provider can tell about a queue without receiving from it.
+
+    Each count is ``None`` when the provider cannot tell. Cloud counts are
+    approximate (SQS says so itself).
+    """
+
+    depth: int | None = None
+    """Messages waiting to be received."""
+    in_flight: int | None = None
+    """Messages received and not yet settled (locked, invisible)."""
+    dead_letter_depth: int | None = None
+    """Messages in the queue's dead-letter queue."""
+
+
+@runtime_checkable
+class SupportsQueueInfo(Protocol):
+    """The optional provider hook behind :func:`probe_queue`.
+
+    ``queue_info`` must not receive, lock or otherwise consume a message, and
+    raises the usual errors: :class:`~queue_runtime.errors.QueueNotFoundError`
+    for a missing queue, authentication and connection errors as for any call.
+    """
+
+    async def queue_info(self, queue: QueueName) -> QueueInfo: ...

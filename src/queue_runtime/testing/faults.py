@@ -19,9 +19,15 @@ from queue_runtime.errors import (
     ConnectionFailedError,
     QueueError,
 )
-from queue_runtime.health import QueueInfo, SupportsQueueInfo
 from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
-from queue_runtime.provider import Capabilities, SessionProvider, SessionReceiver, SessionSupport
+from queue_runtime.provider import (
+    Capabilities,
+    QueueInfo,
+    SessionProvider,
+    SessionReceiver,
+    SessionSupport,
+    SupportsQueueInfo,
+)
 from queue_runtime.providers.memory.faults import FaultInjector, lost_lock_error
 
 __all__ = ["FaultyProvider"]

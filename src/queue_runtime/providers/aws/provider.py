@@ -58,7 +58,6 @@ from queue_runtime.errors import (
     SessionsNotSupportedError,
     ValidationError,
 )
-from queue_runtime.health import QueueInfo
 from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
 from queue_runtime.provider import (
     MAX_DELIVERY_REASON,
@@ -66,6 +65,7 @@ from queue_runtime.provider import (
     Capabilities,
     ProviderBase,
     ProviderType,
+    QueueInfo,
     SessionSupport,
 )
 from queue_runtime.telemetry import log_fields

@@ -24,8 +24,8 @@ from collections.abc import Mapping
 
 from queue_runtime.config import AwsSqsConfig
 from queue_runtime.errors import ConfigurationError, QueueError, QueueNotFoundError
-from queue_runtime.health import QueueInfo
 from queue_runtime.messages import QueueName
+from queue_runtime.provider import QueueInfo
 
 from .inflight import QueueState
 from .transport import SqsTransport, check_queue_name, dead_letter_queue_name

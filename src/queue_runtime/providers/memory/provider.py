@@ -48,7 +48,6 @@ from queue_runtime.errors import (
     ThrottledError,
     ValidationError,
 )
-from queue_runtime.health import QueueInfo
 from queue_runtime.messages import (
     Message,
     QueueName,
@@ -60,6 +59,7 @@ from queue_runtime.provider import (
     Capabilities,
     ProviderBase,
     ProviderType,
+    QueueInfo,
     SessionSupport,
     SettledReceipts,
 )

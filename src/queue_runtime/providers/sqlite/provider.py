@@ -68,9 +68,14 @@ from queue_runtime.errors import (
     SessionNotFoundError,
     ValidationError,
 )
-from queue_runtime.health import QueueInfo
 from queue_runtime.messages import Message, QueueName, ReceiptHandle, ReceivedMessage, SessionId
-from queue_runtime.provider import Capabilities, ProviderBase, ProviderType, SessionSupport
+from queue_runtime.provider import (
+    Capabilities,
+    ProviderBase,
+    ProviderType,
+    QueueInfo,
+    SessionSupport,
+)
 
 from .store import SessionHold, Store
 
