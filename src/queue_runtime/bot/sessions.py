@@ -52,7 +52,7 @@ from queue_runtime.bot.handlers import (
     PermanentFailure,
 )
 from queue_runtime.bot.locks import LockRenewer
-from queue_runtime.bot.settling import settle_in_rounds
+from queue_runtime.bot.settling import settle_again
 from queue_runtime.crypto import UndecryptableMessage
 from queue_runtime.errors import (
     BatchTooLargeError,
@@ -528,7 +528,13 @@ class SessionActor(AsyncioActor):
         return Outcome.COMPLETED
 
     async def _settle_rounds(self, message: ReceivedMessage, settle: Any, operation: str) -> None:
-        """``settle`` in rounds (see :mod:`.settling`), the lock kept alive between them."""
+        """``settle``, and after a failure again in rounds (see :mod:`.settling`), the lock
+        kept alive between them."""
+        try:
+            await settle(message.receipt)
+            return  # the usual case: nothing of the rounds is needed
+        except QueueError as error:
+            failure = error
         renewer = self._parts.renewer
         retry = self._context.settings.retry
 
@@ -539,7 +545,8 @@ class SessionActor(AsyncioActor):
             finally:
                 renewer.release(message.receipt)
 
-        await settle_in_rounds(
+        await settle_again(
+            failure,
             lambda: settle(message.receipt),
             operation,
             pause=pause,
