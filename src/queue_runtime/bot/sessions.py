@@ -52,7 +52,7 @@ from queue_runtime.bot.handlers import (
     PermanentFailure,
 )
 from queue_runtime.bot.locks import LockRenewer
-from queue_runtime.bot.settling import settle_in_rounds
+from queue_runtime.bot.settling import settle_again
 from queue_runtime.crypto import UndecryptableMessage
 from queue_runtime.errors import (
     BatchTooLargeError,
@@ -504,7 +504,10 @@ class SessionActor(AsyncioActor):
         self._settled.add(message.receipt.token)
         self._parts.renewer.release(message.receipt)
         try:
-            await self._settle_rounds(message, settle, operation)
+            try:
+                await settle(message.receipt)  # the usual case: settled at once
+            except QueueError as error:
+                await self._settle_again(message, settle, operation, error)
         except asyncio.CancelledError:
             self._interrupted = (*self._interrupted, message)  # did it take effect? unknown
             raise
@@ -527,8 +530,12 @@ class SessionActor(AsyncioActor):
             self._context.settled()
         return Outcome.COMPLETED
 
-    async def _settle_rounds(self, message: ReceivedMessage, settle: Any, operation: str) -> None:
-        """``settle`` in rounds (see :mod:`.settling`), the lock kept alive between them."""
+    async def _settle_again(
+        self, message: ReceivedMessage, settle: Any, operation: str, failure: QueueError
+    ) -> None:
+        """After the first call of ``settle`` failed with ``failure``: again in rounds (see
+        :mod:`.settling`), the lock kept alive between them. (Kept out of :meth:`_settle`:
+        the rounds' closures and frames cost every message, measurably.)"""
         renewer = self._parts.renewer
         retry = self._context.settings.retry
 
@@ -539,7 +546,8 @@ class SessionActor(AsyncioActor):
             finally:
                 renewer.release(message.receipt)
 
-        await settle_in_rounds(
+        await settle_again(
+            failure,
             lambda: settle(message.receipt),
             operation,
             pause=pause,

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 
 from queue_runtime.errors import InvalidReceiptError, QueueError
 
-__all__ = ["SETTLE_ROUNDS", "settle_in_rounds"]
+__all__ = ["SETTLE_ROUNDS", "settle_again", "settle_in_rounds"]
 
 SETTLE_ROUNDS = 3
 """Client calls made for one settle at most (each with the client's own retries)."""
@@ -52,17 +52,40 @@ async def settle_in_rounds(
     after a transient failure means an earlier round took effect: done. Raises
     the last error otherwise.
     """
-    uncertain = False
-    for round in range(1, rounds + 1):
+    try:
+        await settle()
+        return
+    except QueueError as error:
+        failure = error
+    await settle_again(failure, settle, operation, rounds=rounds, pause=pause, stopping=stopping)
+
+
+async def settle_again(
+    failure: QueueError,
+    settle: Callable[[], Awaitable[None]],
+    operation: str,
+    *,
+    rounds: int = SETTLE_ROUNDS,
+    pause: Callable[[int], Awaitable[object]],
+    stopping: Callable[[], bool] = lambda: False,
+) -> None:
+    """Go on as :func:`settle_in_rounds` after its first call of ``settle`` failed with
+    ``failure``: raise it unless it is transient, else pause and call again.
+
+    For callers that make the first call themselves: a settle that works at once
+    (nearly all of them) then needs no rounds, pauses or ``stopping`` set up.
+    """
+    for round in range(1, rounds):  # ``round`` calls have failed so far
+        if isinstance(failure, InvalidReceiptError) or not failure.transient or stopping():
+            raise failure
+        await pause(round)
         try:
             await settle()
             return
         except InvalidReceiptError as error:
-            if uncertain and error.settled == operation:
+            if error.settled == operation:
                 return  # an earlier round took effect; only its answer was lost
             raise
         except QueueError as error:
-            if not error.transient or round == rounds or stopping():
-                raise
-            uncertain = True
-        await pause(round)
+            failure = error
+    raise failure
