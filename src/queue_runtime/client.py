@@ -159,6 +159,11 @@ class QueueClient(DeadLetterQueue, Closing):
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
+        if not isinstance(provider, QueueProvider):
+            raise TypeError(
+                f"QueueClient takes a provider, not {type(provider).__name__}: for a "
+                "configuration use `await queue_runtime.create_client(config)`"
+            )
         self._provider = provider
         self.config = config or QueueConfig()
         self._clock: Clock = clock or getattr(provider, "clock", None) or SystemClock()

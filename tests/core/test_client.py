@@ -719,3 +719,8 @@ async def test_async_with_closes_even_when_the_body_raises(
         async with qr.QueueClient(provider, clock=clock):
             raise RuntimeError("boom")
     assert counter.calls == 1
+
+
+def test_a_config_given_where_a_provider_belongs_gets_a_clear_error() -> None:
+    with pytest.raises(TypeError, match=r"takes a provider, not InMemoryConfig.*create_client"):
+        qr.QueueClient(qr.InMemoryConfig())  # type: ignore[arg-type]
