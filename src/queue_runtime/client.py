@@ -165,6 +165,10 @@ class QueueClient(DeadLetterQueue, Closing):
                 "configuration use `await queue_runtime.create_client(config)`"
             )
         self._provider = provider
+        self._provider_check = (
+            provider.check_messages if isinstance(provider, SupportsMessageCheck) else None
+        )
+        """The provider's own, exact rules for what may be sent (an optional hook)."""
         self.config = config or QueueConfig()
         self._clock: Clock = clock or getattr(provider, "clock", None) or SystemClock()
         self.circuit = CircuitBreaker(self.config.circuit_breaker, self._clock)
@@ -254,8 +258,8 @@ class QueueClient(DeadLetterQueue, Closing):
                 batch = [await self.crypto.encrypt_message(message) for message in batch]
             batch = self.telemetry.inject(batch)  # before the size checks: they count it
             self._check_messages(name, batch)
-            if isinstance(self._provider, SupportsMessageCheck):  # its own, exact rules
-                self._provider.check_messages(name, batch)
+            if self._provider_check is not None:
+                self._provider_check(name, batch)
             for chunk in self._chunks(batch):
                 try:
                     await self._call(
