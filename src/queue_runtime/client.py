@@ -160,9 +160,11 @@ class QueueClient(DeadLetterQueue, Closing):
         meter_provider: MeterProvider | None = None,
     ) -> None:
         if not isinstance(provider, QueueProvider):
+            members = (name for name in vars(QueueProvider) if not name.startswith("_"))
+            missing = ", ".join(sorted(n for n in members if not hasattr(provider, n)))
             raise TypeError(
-                f"QueueClient takes a provider, not {type(provider).__name__}: for a "
-                "configuration use `await queue_runtime.create_client(config)`"
+                f"QueueClient takes a provider, not {type(provider).__name__} (it lacks "
+                f"{missing}); for a configuration use `await queue_runtime.create_client(config)`"
             )
         self._provider = provider
         self._provider_check = (

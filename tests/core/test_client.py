@@ -724,3 +724,20 @@ async def test_async_with_closes_even_when_the_body_raises(
 def test_a_config_given_where_a_provider_belongs_gets_a_clear_error() -> None:
     with pytest.raises(TypeError, match=r"takes a provider, not InMemoryConfig.*create_client"):
         qr.QueueClient(qr.InMemoryConfig())  # type: ignore[arg-type]
+
+
+def test_a_provider_missing_part_of_the_interface_is_told_what_it_lacks() -> None:
+    class Incomplete:
+        pass
+
+    provider = InMemoryProvider()
+    incomplete = Incomplete()
+    for name in ("send", "receive", "complete", "abandon", "dead_letter", "renew_lock"):
+        setattr(incomplete, name, getattr(provider, name))
+    for name in ("receive_dead_letters", "peek_dead_letters", "aclose", "session_support"):
+        setattr(incomplete, name, getattr(provider, name))
+    incomplete.capabilities = provider.capabilities  # type: ignore[attr-defined]
+    incomplete.provider_id = provider.provider_id  # type: ignore[attr-defined]
+
+    with pytest.raises(TypeError, match=r"not Incomplete \(it lacks purge_dead_letters\)"):
+        qr.QueueClient(incomplete)  # type: ignore[arg-type]
