@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "src" / "queue_runtime"
+from .test_source_rules import PACKAGE, module_name
+
 LAYERS = ["core", "actors", "bot", "providers", "github", "testing", "cli"]
 CORE_PACKAGES = {"config", "crypto", "telemetry"}
 """Folders that are part of the core (its modules, grouped), not layers of their own."""
@@ -33,11 +34,6 @@ ALLOWED = {
 def layer(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "core"
-
-
-def module_name(path: Path) -> str:
-    name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-    return name.removesuffix(".__init__")
 
 
 def imports(path: Path) -> Iterator[str]:
