@@ -103,6 +103,43 @@ async def test_a_settle_failing_past_the_clients_retries_is_tried_again() -> Non
     assert provider.stats(QUEUE).active == provider.stats(QUEUE).in_flight == 0
 
 
+def slow_settling_bot(provider: InMemoryProvider, seen: Seen, drain_timeout: float) -> Bot:
+    """A bot whose settle rounds pause 0.3 s: long enough to stop it during one."""
+    client = qr.QueueClient(
+        provider,
+        qr.QueueConfig(retry=CLIENT_RETRY, circuit_breaker=qr.CircuitBreakerConfig(enabled=False)),
+    )
+    slow = qr.RetryPolicy(max_attempts=2, initial_delay=0.3, jitter=0.0)
+    return Bot(
+        client, QUEUE, [recorder(seen)], retry=slow, receive_wait=0.05, drain_timeout=drain_timeout
+    )
+
+
+@pytest.mark.parametrize(("drain_timeout", "completed"), [(5.0, 1), (0.1, 0)])
+async def test_a_stop_lets_a_settle_round_run_that_ends_before_the_drain_deadline(
+    drain_timeout: float, completed: int
+) -> None:
+    # before: a stop gave up the rounds at once, so a complete whose earlier answer was
+    # lost (it took effect) counted as a settle failure; now a round that fits in the
+    # drain deadline still runs, and one that would overrun it is not started
+    faults = FaultInjector()
+    provider = InMemoryProvider(faults=faults)
+    await qr.QueueClient(provider).send_messages(QUEUE, numbered(1))
+    faults.delay_next("complete", 0.2)  # the bot is stopping when the first round fails
+    faults.fail_next("complete", count=CLIENT_RETRY.max_attempts + 1)  # as above: one round
+    seen = Seen()
+    bot = slow_settling_bot(provider, seen, drain_timeout)
+    async with bot:
+        await until(lambda: sum(seen.calls.values()) == 1)
+        await bot.stop()
+        stats = bot.stats()
+
+    assert stats.completed == completed
+    left = provider.stats(QUEUE)
+    assert left.active + left.in_flight == 1 - completed  # not settled: it comes back
+    assert sum(seen.calls.values()) == 1
+
+
 async def test_a_lost_lock_in_an_unordered_lane_gives_back_only_that_message() -> None:
     # messages without session id have no order to keep: before, a lost lock on one
     # gave back every later message of its lane's batch

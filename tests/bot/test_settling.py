@@ -78,17 +78,18 @@ async def test_it_stops_after_the_last_round_with_the_last_error() -> None:
     assert (provider.calls, provider.pauses) == (2, [1, 2])
 
 
-async def test_stopping_ends_the_rounds_without_a_pause() -> None:
-    provider = Provider()
-    with pytest.raises(ConnectionFailedError):
+async def test_a_round_whose_pause_is_too_late_is_not_started() -> None:
+    provider = Provider(ConnectionFailedError("second"))
+    with pytest.raises(ConnectionFailedError) as raised:
         await settle_again(
             ConnectionFailedError("first"),
             provider.settle,
             "complete",
             pause=provider.pause,
-            stopping=lambda: True,
+            too_late=lambda round: round >= 2,
         )
-    assert (provider.calls, provider.pauses) == (0, [])
+    assert str(raised.value) == "second"
+    assert (provider.calls, provider.pauses) == (1, [1])
 
 
 async def test_settle_in_rounds_makes_the_first_call_itself() -> None:

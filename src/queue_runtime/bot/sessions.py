@@ -551,7 +551,7 @@ class SessionActor(AsyncioActor):
             lambda: settle(message.receipt),
             operation,
             pause=pause,
-            stopping=lambda: self._context.draining,
+            too_late=lambda round: not self._context.can_wait(retry.delay(round)),
         )
 
 

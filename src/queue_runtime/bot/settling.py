@@ -42,12 +42,14 @@ async def settle_in_rounds(
     *,
     rounds: int = SETTLE_ROUNDS,
     pause: Callable[[int], Awaitable[object]],
-    stopping: Callable[[], bool] = lambda: False,
+    too_late: Callable[[int], bool] = lambda round: False,
 ) -> None:
     """Call ``settle`` (the ``operation``: complete, abandon, dead_letter) until it works.
 
     After a transient failure, ``pause(round)`` is awaited and it is called
-    again, at most ``rounds`` times in all, and not once ``stopping()``. An
+    again, at most ``rounds`` times in all, and not when ``too_late(round)``
+    (that pause would end after the caller must be done: a stopping bot's
+    drain deadline). An
     ``InvalidReceiptError`` proving the receipt was settled by ``operation``
     after a transient failure means an earlier round took effect: done. Raises
     the last error otherwise.
@@ -57,7 +59,7 @@ async def settle_in_rounds(
         return
     except QueueError as error:
         failure = error
-    await settle_again(failure, settle, operation, rounds=rounds, pause=pause, stopping=stopping)
+    await settle_again(failure, settle, operation, rounds=rounds, pause=pause, too_late=too_late)
 
 
 async def settle_again(
@@ -67,16 +69,16 @@ async def settle_again(
     *,
     rounds: int = SETTLE_ROUNDS,
     pause: Callable[[int], Awaitable[object]],
-    stopping: Callable[[], bool] = lambda: False,
+    too_late: Callable[[int], bool] = lambda round: False,
 ) -> None:
     """Go on as :func:`settle_in_rounds` after its first call of ``settle`` failed with
     ``failure``: raise it unless it is transient, else pause and call again.
 
     For callers that make the first call themselves: a settle that works at once
-    (nearly all of them) then needs no rounds, pauses or ``stopping`` set up.
+    (nearly all of them) then needs no rounds, pauses or ``too_late`` set up.
     """
     for round in range(1, rounds):  # ``round`` calls have failed so far
-        if isinstance(failure, InvalidReceiptError) or not failure.transient or stopping():
+        if isinstance(failure, InvalidReceiptError) or not failure.transient or too_late(round):
             raise failure
         await pause(round)
         try:
