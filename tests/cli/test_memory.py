@@ -329,7 +329,7 @@ async def test_health_is_degraded_when_the_dlq_is_deeper_than_allowed(
 
 
 async def test_health_of_a_missing_queue_is_unhealthy_and_exits_1(cli: Cli) -> None:
-    strict = InMemoryProvider(qr.InMemoryConfig(auto_create_queues=False))
+    strict = InMemoryProvider(qr.InMemoryConfig(create_queues=False))
     async with qr.QueueClient(strict) as client:
         result = await cli("health", "jobs", client=client)
 

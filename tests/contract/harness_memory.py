@@ -41,7 +41,7 @@ class MemoryHarness(HarnessBase):
         return to_datetime(self.clock.now())
 
     def strict_client(self) -> qr.QueueClient:
-        provider = InMemoryProvider(qr.InMemoryConfig(auto_create_queues=False), clock=self.clock)
+        provider = InMemoryProvider(qr.InMemoryConfig(create_queues=False), clock=self.clock)
         return self.keep(qr.QueueClient(provider, clock=self.clock))
 
 

@@ -864,3 +864,24 @@ def test_invalid_sqlite_settings_name_their_field(settings: dict[str, Any], fiel
         SqliteConfig(**settings)
 
     assert info.value.field == field
+
+
+# -- renamed settings -------------------------------------------------------------
+
+
+def test_the_memory_providers_old_auto_create_queues_still_works_and_warns(
+    tmp_path: Path,
+) -> None:
+    with pytest.warns(DeprecationWarning, match="use create_queues"):
+        assert InMemoryConfig(auto_create_queues=False).create_queues is False
+    path = write_toml(tmp_path, "provider = 'memory'\n[memory]\nauto_create_queues = false\n")
+    with pytest.warns(DeprecationWarning, match=r"memory\.auto_create_queues .* use memory\."):
+        from_file = load_config(path, env={})
+    with pytest.warns(DeprecationWarning, match="QUEUE_RUNTIME_MEMORY_AUTO_CREATE_QUEUES"):
+        from_env = load_config(env={"QUEUE_RUNTIME_MEMORY_AUTO_CREATE_QUEUES": "false"})
+    with pytest.warns(DeprecationWarning, match=r"load_config\(memory="):
+        from_code = load_config(env={}, memory={"auto_create_queues": False})
+    for config in (from_file, from_env, from_code):
+        assert isinstance(config.provider, InMemoryConfig)
+        assert config.provider.create_queues is False
+    assert load_config(env={}).provider == InMemoryConfig()  # the default: created on use

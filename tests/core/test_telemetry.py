@@ -620,7 +620,7 @@ async def test_each_attempt_is_measured_with_how_it_ended(otel: Otel) -> None:
 
 
 async def test_a_failed_send_is_counted_with_its_error_type(otel: Otel) -> None:
-    provider = InMemoryProvider(qr.InMemoryConfig(auto_create_queues=False))
+    provider = InMemoryProvider(qr.InMemoryConfig(create_queues=False))
     async with otel.client(provider) as client:
         with pytest.raises(qr.QueueNotFoundError):
             await client.send_message("missing", qr.Message(b"x"))

@@ -220,7 +220,7 @@ async def test_message_over_the_queue_limit_is_answered_413() -> None:
 async def test_queue_failure_is_answered_503() -> None:
     event = github_events.issues()
     config = qr.QueueConfig(
-        provider=qr.InMemoryConfig(auto_create_queues=False),
+        provider=qr.InMemoryConfig(create_queues=False),
         retry=qr.RetryPolicy(max_attempts=1),
     )
     async with await qr.create_client(config) as client:

@@ -356,7 +356,7 @@ async def test_scheduled_messages_count_against_max_queue_size(clock: ManualCloc
 async def test_without_auto_create_a_missing_queue_is_not_found_until_created(
     clock: ManualClock,
 ) -> None:
-    provider = await make(clock, auto_create_queues=False)
+    provider = await make(clock, create_queues=False)
 
     with pytest.raises(QueueNotFoundError) as caught:
         await provider.send(Q, [msg("a")])
@@ -376,7 +376,7 @@ async def test_without_auto_create_a_missing_queue_is_not_found_until_created(
 
 
 async def test_deleted_queue_is_not_found_without_auto_create(clock: ManualClock) -> None:
-    provider = await make(clock, auto_create_queues=False)
+    provider = await make(clock, create_queues=False)
     await provider.create_queue("jobs")
     await provider.send(Q, [msg("a")])
 

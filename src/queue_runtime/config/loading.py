@@ -9,6 +9,7 @@ import dataclasses
 import os
 import tomllib
 import typing
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -132,13 +133,27 @@ def field_types(cls: type[Any]) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _check_key(section: str, name: str, source: str) -> None:
+RENAMED: Final[dict[tuple[str, str], str]] = {("memory", "auto_create_queues"): "create_queues"}
+"""Old setting names that still work, with a warning: (section, old name) -> new name."""
+
+
+def _check_key(section: str, name: str, source: str) -> str:
+    """The setting's name (its new one if it was renamed), or a clear error."""
+    renamed = RENAMED.get((section, name))
+    if renamed is not None:
+        warnings.warn(
+            f"{section}.{name} ({source}) is deprecated: use {section}.{renamed}",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        return renamed
     known = field_types(SECTIONS[section])
     if name not in known:
         raise ConfigurationError(
             f"unknown setting ({source}); [{section}] accepts: {', '.join(known)}",
             field=f"{section}.{name}",
         )
+    return name
 
 
 def _parse_provider(value: object, source: str) -> str:
@@ -174,8 +189,7 @@ def _toml_layer(path: str | os.PathLike[str]) -> _Layer:
             if not isinstance(value, dict):
                 raise ConfigurationError(f"must be a table ({source})", field=key)
             for name, raw in value.items():
-                _check_key(key, name, source)
-                layer.put(key, name, raw, f"{source}, [{key}]")
+                layer.put(key, _check_key(key, name, source), raw, f"{source}, [{key}]")
         else:
             raise ConfigurationError(
                 f"unknown key ({source}); expected provider or one of the tables "
@@ -198,8 +212,7 @@ def _env_layer(env: Mapping[str, str]) -> _Layer:
             if rest.startswith(table):
                 name = rest[len(table) :].lower()
                 source = f"environment {variable}"
-                _check_key(section, name, source)
-                layer.put(section, name, raw, source)
+                layer.put(section, _check_key(section, name, source), raw, source)
                 break
     return layer
 
@@ -228,8 +241,7 @@ def _override_layer(overrides: Mapping[str, Any]) -> _Layer:
                 _put_object(layer, key, value, source)
             elif isinstance(value, Mapping):
                 for name, raw in value.items():
-                    _check_key(key, str(name), source)
-                    layer.put(key, str(name), raw, source)
+                    layer.put(key, _check_key(key, str(name), source), raw, source)
             else:
                 raise ConfigurationError(
                     f"expected {cls.__name__} or a mapping of its fields", field=key

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import typing
-from dataclasses import dataclass
+import warnings
+from dataclasses import InitVar, dataclass
 from typing import ClassVar, Final, Literal, NoReturn, TypeAlias
 from urllib.parse import urlsplit
 
@@ -115,6 +116,13 @@ class InMemoryConfig:
     ``max_message_size`` defaults to 256 KiB, the strictest real provider's limit, so
     tests catch oversize messages. ``session_mode="emulated"`` implements sessions in
     the runtime; ``"native"`` uses the provider's own session support.
+    ``create_queues=False`` makes unknown queue names fail with ``QueueNotFoundError``
+    instead of creating them (``auto_create_queues``, its old name, still works and
+    warns).
+
+    Example:
+        >>> InMemoryConfig(create_queues=False).create_queues
+        False
     """
 
     kind: ClassVar[Literal["memory"]] = "memory"
@@ -126,9 +134,18 @@ class InMemoryConfig:
     max_message_size: int = 262_144
     max_batch_size: int = 100
     max_queue_size: int = 100_000
-    auto_create_queues: bool = True
+    create_queues: bool = True
+    auto_create_queues: InitVar[bool | None] = None
+    """Deprecated: the old name of ``create_queues``."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, auto_create_queues: bool | None) -> None:
+        if auto_create_queues is not None:
+            warnings.warn(
+                "InMemoryConfig(auto_create_queues=...) is deprecated: use create_queues",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            object.__setattr__(self, "create_queues", auto_create_queues)
         choice(self.session_mode, typing.get_args(SessionMode), "memory.session_mode")
         positive(self.lock_duration, "memory.lock_duration")
         positive(self.session_lock_duration, "memory.session_lock_duration")
@@ -136,8 +153,8 @@ class InMemoryConfig:
         int_at_least(self.max_message_size, 1, "memory.max_message_size")
         int_at_least(self.max_batch_size, 1, "memory.max_batch_size")
         int_at_least(self.max_queue_size, 1, "memory.max_queue_size")
-        if not isinstance(self.auto_create_queues, bool):
-            raise ConfigurationError("expected a boolean", field="memory.auto_create_queues")
+        if not isinstance(self.create_queues, bool):
+            raise ConfigurationError("expected a boolean", field="memory.create_queues")
 
 
 @dataclass(frozen=True, slots=True)

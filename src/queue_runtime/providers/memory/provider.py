@@ -119,7 +119,7 @@ class InMemoryProvider(ProviderBase):
         return SessionSupport.EMULATED
 
     async def create_queue(self, queue: str) -> None:
-        """Create ``queue`` (and its DLQ). Needed when ``auto_create_queues`` is off."""
+        """Create ``queue`` (and its DLQ). Needed when ``create_queues`` is off."""
         self._before("create_queue")
         name = QueueName(queue)
         if name not in self._entities:
@@ -298,12 +298,12 @@ class InMemoryProvider(ProviderBase):
 
         Exact: messages waiting (scheduled ones not included), in flight, and
         in the DLQ. Does not create the queue: a queue never used reads as
-        empty, or raises QueueNotFoundError when ``auto_create_queues`` is off.
+        empty, or raises QueueNotFoundError when ``create_queues`` is off.
         """
         self._before("queue_info")
         entity = self._entities.get(queue)
         if entity is None:
-            if not self.config.auto_create_queues:
+            if not self.config.create_queues:
                 raise QueueNotFoundError(queue, operation="queue_info")
             return QueueInfo(depth=0, in_flight=0, dead_letter_depth=0)
         stats = self.stats(queue)  # the queue exists: this creates nothing
@@ -373,7 +373,7 @@ class InMemoryProvider(ProviderBase):
     def _entity(self, queue: QueueName, operation: str) -> Entity:
         entity = self._entities.get(queue)
         if entity is None:
-            if not self.config.auto_create_queues:
+            if not self.config.create_queues:
                 raise QueueNotFoundError(queue, operation=operation)
             entity = self._entities[queue] = self._new_entity(queue)
         entity.tick(self.clock.now())
