@@ -88,6 +88,56 @@ class AsyncioActorRef(ActorRef[Any], Generic[A]):
             self.actor_inbox.put(Envelope(message, reply_to=future))
         return future
 
+    async def call(self, message: Any) -> Any:
+        """``await ref.ask(message)``, handled in the calling task when a worker is idle.
+
+        For an actor with ``concurrency > 1`` whose mailbox is empty and one of
+        whose workers is idle — when :meth:`ask` would hand the message straight
+        to that worker — the caller handles the message itself, on that worker's
+        slot: the two task switches of an ask are saved, and everything else
+        holds (the concurrency limit, ``stop()`` waiting for it, errors and
+        :class:`StrayCancellation` as for an ask; :func:`kill` interrupts it and
+        the caller gets :class:`pykka.ActorDeadError`). What differs: the
+        message's code sees the caller's task and context variables, and
+        cancelling the caller cancels the handling (an ask's would go on).
+        Otherwise it is ``await ref.ask(message)``.
+
+        Example:
+            >>> import asyncio
+            >>> from queue_runtime.actors import AsyncioActor
+            >>> class Doubler(AsyncioActor):
+            ...     concurrency = 4
+            ...     async def on_receive(self, message: int) -> int:
+            ...         return 2 * message
+            >>> async def main() -> list[int]:
+            ...     ref = Doubler.start()
+            ...     try:
+            ...         return [await ref.call(n) for n in (1, 2, 3)]
+            ...     finally:
+            ...         await ref.stop()
+            >>> asyncio.run(main())
+            [2, 4, 6]
+        """
+        actor = self._actor_weakref()
+        task = asyncio.current_task()
+        slot = None
+        workers: _Workers | None = None
+        if (
+            isinstance(actor, AsyncioActor)
+            and task is not None
+            and task is not actor.actor_task
+            and not self.actor_stopped.is_set()
+            and not isinstance(message, _ActorStop)
+        ):
+            workers = cast(_Inbox, self.actor_inbox).workers
+            if workers is not None and task not in workers.callers:
+                slot = cast(_Inbox, self.actor_inbox).lend()
+        if slot is None:
+            return await self.ask(message)
+        return await cast(AsyncioActor, actor)._handle_lent(
+            message, slot, cast(asyncio.Task[Any], task), cast(_Workers, workers)
+        )
+
     # pykka's stop() returns a bool when blocking; here it never blocks
     def stop(  # type: ignore[override]
         self, *, block: bool = False, timeout: float | None = None
@@ -288,6 +338,28 @@ class AsyncioActor(_Actor):
             _resolve(workers.freed)
             envelope = await slot
 
+    async def _handle_lent(
+        self, message: Any, slot: asyncio.Future[Any], caller: asyncio.Task[Any], workers: _Workers
+    ) -> Any:
+        """Handle ``message`` in ``caller``'s task on a worker's lent ``slot`` (see
+        :meth:`AsyncioActorRef.call`): as that worker would, answering as an ask."""
+        reply: AsyncioFuture[Any] = AsyncioFuture()
+        workers.callers.add(caller)
+        try:
+            await self._handle_envelope(Envelope(message, reply_to=reply))
+        except asyncio.CancelledError:
+            killed = workers.give_back(caller, slot, self.actor_stopped.is_set())
+            if not killed or caller.uncancel():
+                raise
+            # cancelled by kill() alone: like an asker whose worker was, it hears the actor died
+        except BaseException:
+            workers.give_back(caller, slot, self.actor_stopped.is_set())
+            raise
+        else:
+            if workers.give_back(caller, slot, self.actor_stopped.is_set()):
+                caller.uncancel()  # killed, but the message's code swallowed the cancellation
+        return reply.get()
+
     @staticmethod
     async def _wait_until_idle(workers: _Workers) -> None:
         while workers.busy:
@@ -369,11 +441,20 @@ class AsyncioActor(_Actor):
             self._handle_failure(*sys.exc_info())
 
     async def _cancel_message_tasks(self) -> None:
-        tasks = set(self._workers.tasks) if self._workers is not None else set()
+        workers = self._workers
+        if workers is None:
+            return
+        tasks = set(workers.tasks)
         for task in tasks:
             task.cancel()
+        for caller in workers.callers:  # handling a message themselves (call())
+            workers.killed.add(caller)
+            caller.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        while workers.callers:
+            workers.callers_gone = asyncio.get_running_loop().create_future()
+            await workers.callers_gone
 
     # The lifecycle hooks may be coroutines here; the loop awaits them.
 

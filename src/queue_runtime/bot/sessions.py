@@ -289,7 +289,7 @@ class SessionActor(AsyncioActor):
             try:
                 trace_context = processing.trace_context if processing is not None else None
                 event = Event.from_message(message, event_type, attempt, trace_context)
-                await handler.ask(event if probe else Admitted(event, circuit.admits_now))
+                await handler.call(event if probe else Admitted(event, circuit.admits_now))
             except NotAdmitted:
                 continue  # the circuit opened before the call started: held at admit()
             except Exception as error:
