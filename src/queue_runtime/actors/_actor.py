@@ -52,7 +52,7 @@ from pykka import ActorDeadError, ActorRef, ActorRegistry
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
-from queue_runtime.actors._future import AsyncioFuture, _StopFuture
+from queue_runtime.actors._future import AsyncioFuture, _error_of, _StopFuture
 from queue_runtime.actors._inbox import _Inbox, _resolve, _StopFlag, _Workers
 
 __all__ = ["AsyncioActor", "AsyncioActorRef", "StrayCancellation", "kill", "stop_all"]
@@ -118,25 +118,20 @@ class AsyncioActorRef(ActorRef[Any], Generic[A]):
             >>> asyncio.run(main())
             [2, 4, 6]
         """
-        actor = self._actor_weakref()
+        inbox: _Inbox = self.actor_inbox  # type: ignore[assignment]
+        workers = inbox.workers  # None unless the actor's workers are serving
         task = asyncio.current_task()
-        slot = None
-        workers: _Workers | None = None
         if (
-            isinstance(actor, AsyncioActor)
-            and task is not None
-            and task is not actor.actor_task
-            and not self.actor_stopped.is_set()
-            and not isinstance(message, _ActorStop)
+            workers is None
+            or task is None
+            or task in workers.callers  # a message calling its own actor: an ask
+            or self.actor_stopped.is_set()
+            or isinstance(message, _ActorStop)
+            or (slot := inbox.lend()) is None
         ):
-            workers = cast(_Inbox, self.actor_inbox).workers
-            if workers is not None and task not in workers.callers:
-                slot = cast(_Inbox, self.actor_inbox).lend()
-        if slot is None:
             return await self.ask(message)
-        return await cast(AsyncioActor, actor)._handle_lent(
-            message, slot, cast(asyncio.Task[Any], task), cast(_Workers, workers)
-        )
+        actor: AsyncioActor = self._actor_weakref()  # type: ignore[assignment]
+        return await actor._handle_lent(message, slot, task, workers)
 
     # pykka's stop() returns a bool when blocking; here it never blocks
     def stop(  # type: ignore[override]
@@ -343,10 +338,10 @@ class AsyncioActor(_Actor):
     ) -> Any:
         """Handle ``message`` in ``caller``'s task on a worker's lent ``slot`` (see
         :meth:`AsyncioActorRef.call`): as that worker would, answering as an ask."""
-        reply: AsyncioFuture[Any] = AsyncioFuture()
+        reply = _Answer()
         workers.callers.add(caller)
         try:
-            await self._handle_envelope(Envelope(message, reply_to=reply))
+            await self._handle_envelope(Envelope(message, reply_to=reply))  # type: ignore[arg-type]
         except asyncio.CancelledError:
             killed = workers.give_back(caller, slot, self.actor_stopped.is_set())
             if not killed or caller.uncancel():
@@ -477,6 +472,34 @@ class AsyncioActor(_Actor):
 
     def _actor_loop(self) -> NoReturn:  # pragma: no cover - the threading entry point
         raise RuntimeError("AsyncioActor runs as a task, not a thread")
+
+
+class _Answer:
+    """The reply of a message handled by its caller (:meth:`AsyncioActorRef.call`): only
+    the part of :class:`AsyncioFuture` the actor uses, as nobody waits on it."""
+
+    __slots__ = ("_done", "_error", "_value")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set(self, value: Any = None) -> None:
+        self._done = True
+        self._value = value
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        self._done = True
+        self._error = _error_of(exc_info if exc_info is not None else sys.exc_info())
+
+    def get(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 async def _maybe_await(value: Any) -> Any:
