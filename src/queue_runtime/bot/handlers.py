@@ -189,6 +189,8 @@ class Handler(AsyncioActor):
                 raise NotAdmitted(type(self).__name__)
             message = message.event
         if isinstance(message, Event):
+            if message.trace_context is None:  # nothing to make current (no SDK, no trace)
+                return await self.handle(message)
             with activate(message.trace_context):  # the handler's spans join the message's trace
                 return await self.handle(message)
         return super().on_receive(message)
