@@ -145,3 +145,31 @@ async def test_a_call_to_a_dead_actor_fails() -> None:
 
     with pytest.raises(pykka.ActorDeadError):
         await ref.call("hi")
+
+
+async def test_a_call_does_not_start_before_an_ask_sent_earlier() -> None:
+    ref = Worker.start()
+    assert await ref.ask("warm up 1") == ("done", "warm up 1")
+    warm = [ref.ask("wait"), ref.ask("wait")]  # two workers, both idle once released
+    await asyncio.sleep(0.01)
+    actor = _actor(ref)
+    actor.release.set()
+    await asyncio.gather(*warm)
+    await asyncio.sleep(0)
+    actor.tasks.clear()
+    started: list[str] = []
+    handle = actor.on_receive
+
+    async def recording(message: Any) -> Any:
+        started.append(message)
+        return await handle(message)
+
+    actor.on_receive = recording  # type: ignore[method-assign]
+
+    first = ref.ask("first")  # handed to an idle worker, which has not run yet
+    second = await ref.call("second")
+
+    assert second == ("done", "second")
+    assert await first == ("done", "first")
+    assert started == ["first", "second"]
+    await ref.stop()

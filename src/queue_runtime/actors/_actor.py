@@ -95,7 +95,8 @@ class AsyncioActorRef(ActorRef[Any], Generic[A]):
         whose workers is idle — when :meth:`ask` would hand the message straight
         to that worker — the caller handles the message itself, on that worker's
         slot: the two task switches of an ask are saved, and everything else
-        holds (the concurrency limit, ``stop()`` waiting for it, errors and
+        holds (the concurrency limit, messages starting in the order they were
+        sent, ``stop()`` waiting for it, errors and
         :class:`StrayCancellation` as for an ask; :func:`kill` interrupts it and
         the caller gets :class:`pykka.ActorDeadError`). What differs: the
         message's code sees the caller's task and context variables, and
@@ -313,6 +314,7 @@ class AsyncioActor(_Actor):
                     workers.assign(workers.idle.pop(), envelope)
                 else:
                     workers.busy += 1
+                    workers.handed += 1
                     worker = loop.create_task(self._work(envelope, workers))
                     workers.tasks.add(worker)
                     worker.add_done_callback(workers.tasks.discard)
@@ -322,6 +324,7 @@ class AsyncioActor(_Actor):
     async def _work(self, envelope: Any, workers: _Workers) -> None:
         loop = asyncio.get_running_loop()
         while envelope is not None:
+            workers.handed -= 1  # started on it
             try:
                 await self._handle_envelope(envelope)
             finally:

@@ -48,7 +48,13 @@ class _Inbox:
         (counted busy): its caller handles the message itself, then gives the slot back
         (:meth:`_Workers.give_back`). None when a message put now would wait."""
         workers = self.workers
-        if workers is None or not workers.idle or self._items or workers.holding:
+        if (
+            workers is None
+            or not workers.idle
+            or self._items
+            or workers.holding
+            or workers.handed  # a message handed to a worker before must start first
+        ):
             return None
         workers.busy += 1
         return workers.idle.pop()
@@ -88,6 +94,7 @@ class _Workers:
         "callers",
         "callers_gone",
         "freed",
+        "handed",
         "holding",
         "idle",
         "killed",
@@ -99,6 +106,8 @@ class _Workers:
         """One future per idle worker: its next message (None: end)."""
         self.tasks: set[asyncio.Task[None]] = set()
         self.busy = 0
+        self.handed = 0
+        """Messages given to a worker that has not started on them yet."""
         self.holding = False
         """The actor's loop holds a message until a worker is free (it goes first)."""
         self.freed: asyncio.Future[None] | None = None
@@ -111,6 +120,7 @@ class _Workers:
 
     def assign(self, slot: asyncio.Future[Any], envelope: Any) -> None:
         self.busy += 1
+        self.handed += 1
         slot.set_result(envelope)
 
     def done_one(self) -> None:
