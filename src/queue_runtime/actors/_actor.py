@@ -52,7 +52,7 @@ from pykka import ActorDeadError, ActorRef, ActorRegistry
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
-from queue_runtime.actors._future import AsyncioFuture, _StopFuture
+from queue_runtime.actors._future import AsyncioFuture, _error_of, _StopFuture
 from queue_runtime.actors._inbox import _Inbox, _resolve, _StopFlag, _Workers
 
 __all__ = ["AsyncioActor", "AsyncioActorRef", "StrayCancellation", "kill", "stop_all"]
@@ -87,6 +87,52 @@ class AsyncioActorRef(ActorRef[Any], Generic[A]):
         else:
             self.actor_inbox.put(Envelope(message, reply_to=future))
         return future
+
+    async def call(self, message: Any) -> Any:
+        """``await ref.ask(message)``, handled in the calling task when a worker is idle.
+
+        For an actor with ``concurrency > 1`` whose mailbox is empty and one of
+        whose workers is idle — when :meth:`ask` would hand the message straight
+        to that worker — the caller handles the message itself, on that worker's
+        slot: the two task switches of an ask are saved, and everything else
+        holds (the concurrency limit, messages starting in the order they were
+        sent, ``stop()`` waiting for it, errors and
+        :class:`StrayCancellation` as for an ask; :func:`kill` interrupts it and
+        the caller gets :class:`pykka.ActorDeadError`). What differs: the
+        message's code sees the caller's task and context variables, and
+        cancelling the caller cancels the handling (an ask's would go on).
+        Otherwise it is ``await ref.ask(message)``.
+
+        Example:
+            >>> import asyncio
+            >>> from queue_runtime.actors import AsyncioActor
+            >>> class Doubler(AsyncioActor):
+            ...     concurrency = 4
+            ...     async def on_receive(self, message: int) -> int:
+            ...         return 2 * message
+            >>> async def main() -> list[int]:
+            ...     ref = Doubler.start()
+            ...     try:
+            ...         return [await ref.call(n) for n in (1, 2, 3)]
+            ...     finally:
+            ...         await ref.stop()
+            >>> asyncio.run(main())
+            [2, 4, 6]
+        """
+        inbox: _Inbox = self.actor_inbox  # type: ignore[assignment]
+        workers = inbox.workers  # None unless the actor's workers are serving
+        task = asyncio.current_task()
+        if (
+            workers is None
+            or task is None
+            or task in workers.callers  # a message calling its own actor: an ask
+            or self.actor_stopped.is_set()
+            or isinstance(message, _ActorStop)
+            or (slot := inbox.lend()) is None
+        ):
+            return await self.ask(message)
+        actor: AsyncioActor = self._actor_weakref()  # type: ignore[assignment]
+        return await actor._handle_lent(message, slot, task, workers)
 
     # pykka's stop() returns a bool when blocking; here it never blocks
     def stop(  # type: ignore[override]
@@ -268,6 +314,7 @@ class AsyncioActor(_Actor):
                     workers.assign(workers.idle.pop(), envelope)
                 else:
                     workers.busy += 1
+                    workers.handed += 1
                     worker = loop.create_task(self._work(envelope, workers))
                     workers.tasks.add(worker)
                     worker.add_done_callback(workers.tasks.discard)
@@ -277,6 +324,7 @@ class AsyncioActor(_Actor):
     async def _work(self, envelope: Any, workers: _Workers) -> None:
         loop = asyncio.get_running_loop()
         while envelope is not None:
+            workers.handed -= 1  # started on it
             try:
                 await self._handle_envelope(envelope)
             finally:
@@ -287,6 +335,28 @@ class AsyncioActor(_Actor):
             workers.idle.append(slot)
             _resolve(workers.freed)
             envelope = await slot
+
+    async def _handle_lent(
+        self, message: Any, slot: asyncio.Future[Any], caller: asyncio.Task[Any], workers: _Workers
+    ) -> Any:
+        """Handle ``message`` in ``caller``'s task on a worker's lent ``slot`` (see
+        :meth:`AsyncioActorRef.call`): as that worker would, answering as an ask."""
+        reply = _Answer()
+        workers.callers.add(caller)
+        try:
+            await self._handle_envelope(Envelope(message, reply_to=reply))  # type: ignore[arg-type]
+        except asyncio.CancelledError:
+            killed = workers.give_back(caller, slot, self.actor_stopped.is_set())
+            if not killed or caller.uncancel():
+                raise
+            # cancelled by kill() alone: like an asker whose worker was, it hears the actor died
+        except BaseException:
+            workers.give_back(caller, slot, self.actor_stopped.is_set())
+            raise
+        else:
+            if workers.give_back(caller, slot, self.actor_stopped.is_set()):
+                caller.uncancel()  # killed, but the message's code swallowed the cancellation
+        return reply.get()
 
     @staticmethod
     async def _wait_until_idle(workers: _Workers) -> None:
@@ -369,11 +439,20 @@ class AsyncioActor(_Actor):
             self._handle_failure(*sys.exc_info())
 
     async def _cancel_message_tasks(self) -> None:
-        tasks = set(self._workers.tasks) if self._workers is not None else set()
+        workers = self._workers
+        if workers is None:
+            return
+        tasks = set(workers.tasks)
         for task in tasks:
             task.cancel()
+        for caller in workers.callers:  # handling a message themselves (call())
+            workers.killed.add(caller)
+            caller.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        while workers.callers:
+            workers.callers_gone = asyncio.get_running_loop().create_future()
+            await workers.callers_gone
 
     # The lifecycle hooks may be coroutines here; the loop awaits them.
 
@@ -396,6 +475,34 @@ class AsyncioActor(_Actor):
 
     def _actor_loop(self) -> NoReturn:  # pragma: no cover - the threading entry point
         raise RuntimeError("AsyncioActor runs as a task, not a thread")
+
+
+class _Answer:
+    """The reply of a message handled by its caller (:meth:`AsyncioActorRef.call`): only
+    the part of :class:`AsyncioFuture` the actor uses, as nobody waits on it."""
+
+    __slots__ = ("_done", "_error", "_value")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set(self, value: Any = None) -> None:
+        self._done = True
+        self._value = value
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        self._done = True
+        self._error = _error_of(exc_info if exc_info is not None else sys.exc_info())
+
+    def get(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 async def _maybe_await(value: Any) -> Any:

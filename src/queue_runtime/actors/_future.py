@@ -55,12 +55,7 @@ class AsyncioFuture(pykka.Future[T], Generic[T]):
     def set_exception(self, exc_info: Any = None) -> None:
         if self.done() or self._get_hook is not None:
             raise RuntimeError("the future already has a result")
-        if exc_info is None:
-            exc_info = sys.exc_info()
-        error = exc_info[1] if exc_info[1] is not None else exc_info[0]()
-        if exc_info[2] is not None and error.__traceback__ is None:
-            error = error.with_traceback(exc_info[2])
-        self._error = error
+        self._error = _error_of(exc_info if exc_info is not None else sys.exc_info())
         self._wake()
 
     def get(self, *, timeout: float | None = None) -> T:
@@ -152,6 +147,14 @@ class AsyncioFuture(pykka.Future[T], Generic[T]):
     def __repr__(self) -> str:
         state = "pending" if not self.done() else ("failed" if self._error else "done")
         return f"<AsyncioFuture {state}>"
+
+
+def _error_of(exc_info: Any) -> BaseException:
+    """The exception of an ``exc_info`` triple, with its traceback."""
+    error: BaseException = exc_info[1] if exc_info[1] is not None else exc_info[0]()
+    if exc_info[2] is not None and error.__traceback__ is None:
+        error = error.with_traceback(exc_info[2])
+    return error
 
 
 async def _wait_with_timeout(waiter: asyncio.Future[None], timeout: float) -> None:

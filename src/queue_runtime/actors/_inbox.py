@@ -43,6 +43,22 @@ class _Inbox:
         self._items.append(envelope)
         self.wake()
 
+    def lend(self) -> asyncio.Future[Any] | None:
+        """An idle worker's slot, taken as if a message had just been :meth:`put` to it
+        (counted busy): its caller handles the message itself, then gives the slot back
+        (:meth:`_Workers.give_back`). None when a message put now would wait."""
+        workers = self.workers
+        if (
+            workers is None
+            or not workers.idle
+            or self._items
+            or workers.holding
+            or workers.handed  # a message handed to a worker before must start first
+        ):
+            return None
+        workers.busy += 1
+        return workers.idle.pop()
+
     def get(self) -> Any:
         return self._items.popleft()
 
@@ -72,26 +88,63 @@ class _Workers:
     stopping waits for a message handed over but not yet started, too.
     """
 
-    __slots__ = ("all_idle", "busy", "freed", "holding", "idle", "tasks")
+    __slots__ = (
+        "all_idle",
+        "busy",
+        "callers",
+        "callers_gone",
+        "freed",
+        "handed",
+        "holding",
+        "idle",
+        "killed",
+        "tasks",
+    )
 
     def __init__(self) -> None:
         self.idle: list[asyncio.Future[Any]] = []
         """One future per idle worker: its next message (None: end)."""
         self.tasks: set[asyncio.Task[None]] = set()
         self.busy = 0
+        self.handed = 0
+        """Messages given to a worker that has not started on them yet."""
         self.holding = False
         """The actor's loop holds a message until a worker is free (it goes first)."""
         self.freed: asyncio.Future[None] | None = None
         self.all_idle: asyncio.Future[None] | None = None
+        self.callers: set[asyncio.Task[Any]] = set()
+        """Tasks handling a message themselves, on a lent worker's slot."""
+        self.killed: set[asyncio.Task[Any]] = set()
+        """Callers cancelled because the actor was killed (they must uncancel)."""
+        self.callers_gone: asyncio.Future[None] | None = None
 
     def assign(self, slot: asyncio.Future[Any], envelope: Any) -> None:
         self.busy += 1
+        self.handed += 1
         slot.set_result(envelope)
 
     def done_one(self) -> None:
         self.busy -= 1
         if self.busy == 0:
             _resolve(self.all_idle)
+
+    def give_back(self, caller: asyncio.Task[Any], slot: asyncio.Future[Any], ended: bool) -> bool:
+        """``caller`` is done with the message it handled on ``slot``: the slot's worker
+        is idle again, as after handling the message itself (or ends, if the actor
+        ``ended``). True if the caller was cancelled by the actor's death."""
+        self.callers.discard(caller)
+        killed = caller in self.killed
+        self.killed.discard(caller)
+        self.done_one()
+        if not slot.done():  # done: its worker was cancelled (the actor died)
+            if ended:
+                slot.set_result(None)
+            else:
+                self.idle.append(slot)
+                _resolve(self.freed)
+        if not self.callers:
+            _resolve(self.callers_gone)
+        return killed
 
 
 class _StopFlag:

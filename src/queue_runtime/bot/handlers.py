@@ -10,6 +10,9 @@ A handler instance works on up to ``concurrency`` events at once, never two
 of the same session (the session actor waits for each answer). Set
 ``concurrency = 1`` for strictly one event at a time. State kept on the
 handler lives as long as the actor; a crashed handler is restarted fresh.
+``handle`` runs in the session actor's task when one of the handler's workers
+is idle (:meth:`AsyncioActorRef.call <queue_runtime.actors.AsyncioActorRef.call>`),
+else in a worker task: do not rely on which task, or keep context variables set.
 
 Example:
     >>> from queue_runtime.bot import Event, Handler
@@ -186,6 +189,8 @@ class Handler(AsyncioActor):
                 raise NotAdmitted(type(self).__name__)
             message = message.event
         if isinstance(message, Event):
+            if message.trace_context is None:  # nothing to make current (no SDK, no trace)
+                return await self.handle(message)
             with activate(message.trace_context):  # the handler's spans join the message's trace
                 return await self.handle(message)
         return super().on_receive(message)

@@ -258,7 +258,10 @@ class SessionActor(AsyncioActor):
                 processing.fail(message.error)
             return await self._dead_letter_error(message, message.error, attempts=0)
         event_type = self._event_type(message)
-        if event_type is None or not await self._has_handler(event_type):
+        handler_refs = self._parts.handler_refs  # known routes first: no coroutine per message
+        if event_type is None or (
+            event_type not in handler_refs and not await self._has_handler(event_type)
+        ):
             if settings.unrouted == "complete":
                 return await self._complete(message)
             return await self._dead_letter(
@@ -277,7 +280,9 @@ class SessionActor(AsyncioActor):
         attempt = 1  # handler calls in this delivery
         charged = 0  # failures of this handling charged to the message (not to an open circuit)
         while True:
-            handler = await self._handler(event_type)
+            handler = handler_refs.get(event_type)
+            if handler is None or not handler.is_alive():
+                handler = await self._handler(event_type)
             handler_name = handler.actor_class.__name__
             circuit = context.circuits[handler_name]
             probe: bool | None = False
@@ -289,7 +294,7 @@ class SessionActor(AsyncioActor):
             try:
                 trace_context = processing.trace_context if processing is not None else None
                 event = Event.from_message(message, event_type, attempt, trace_context)
-                await handler.ask(event if probe else Admitted(event, circuit.admits_now))
+                await handler.call(event if probe else Admitted(event, circuit.admits_now))
             except NotAdmitted:
                 continue  # the circuit opened before the call started: held at admit()
             except Exception as error:
