@@ -234,9 +234,10 @@ class BotContext:
             return self.settings.drain_timeout
         return max(0.0, self.stop_by - asyncio.get_running_loop().time())
 
-    def can_wait(self, seconds: float) -> bool:
-        """False if the bot is stopping and ``seconds`` from now is past its drain deadline."""
-        return self.stop_by is None or self.patience() >= seconds
+    def too_late(self, round: int) -> bool:
+        """True if the bot is stopping and the retry policy's pause before retry ``round``
+        would end after its drain deadline (the settle rounds of :mod:`.settling`)."""
+        return self.stop_by is not None and self.patience() < self.settings.retry.delay(round)
 
     def request_stop(self, reason: str) -> None:
         """Ask the bot to stop gracefully (it stops in a task it owns; this returns at once)."""

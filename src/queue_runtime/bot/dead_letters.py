@@ -232,7 +232,7 @@ class DeadLetterActor(AsyncioActor):
                     ),
                     "dead_letter",
                     pause=lambda round: asyncio.sleep(retry.delay(round)),
-                    too_late=lambda round: not self._context.can_wait(retry.delay(round)),
+                    too_late=self._context.too_late,
                 )
         except QueueError as error:
             logger.warning(

@@ -258,9 +258,8 @@ class SessionActor(AsyncioActor):
                 processing.fail(message.error)
             return await self._dead_letter_error(message, message.error, attempts=0)
         event_type = self._event_type(message)
-        handler_refs = self._parts.handler_refs  # known routes first: no coroutine per message
         if event_type is None or (
-            event_type not in handler_refs and not await self._has_handler(event_type)
+            event_type not in self._parts.handler_refs and not await self._has_handler(event_type)
         ):
             if settings.unrouted == "complete":
                 return await self._complete(message)
@@ -272,7 +271,8 @@ class SessionActor(AsyncioActor):
         history = histories.get(message.message_id)  # made on the first failure only
         if history is not None and history.handlings >= context.max_delivery_count:
             # it failed often enough before, and came back: its dead-lettering did not go through
-            handler_name = (await self._handler(event_type)).actor_class.__name__
+            handler = self._known_handler(event_type) or await self._handler(event_type)
+            handler_name = handler.actor_class.__name__
             error = history.last_error or RuntimeError("failed before")
             return await self._dead_letter_error(
                 message, error, 0, handler=handler_name, history=history
@@ -280,9 +280,7 @@ class SessionActor(AsyncioActor):
         attempt = 1  # handler calls in this delivery
         charged = 0  # failures of this handling charged to the message (not to an open circuit)
         while True:
-            handler = handler_refs.get(event_type)
-            if handler is None or not handler.is_alive():
-                handler = await self._handler(event_type)
+            handler = self._known_handler(event_type) or await self._handler(event_type)
             handler_name = handler.actor_class.__name__
             circuit = context.circuits[handler_name]
             probe: bool | None = False
@@ -392,17 +390,25 @@ class SessionActor(AsyncioActor):
             return settings.router(message)
         return message.attributes.get(settings.event_type_attribute)
 
+    # Known routes are looked up without a coroutine (one per message would cost
+    # measurably); the supervisor is asked only for the others.
+
+    def _known_handler(self, event_type: str) -> AsyncioActorRef[Any] | None:
+        """The live handler already known for ``event_type``, or None."""
+        ref = self._parts.handler_refs.get(event_type)
+        return ref if ref is not None and ref.is_alive() else None
+
     async def _has_handler(self, event_type: str) -> bool:
-        if event_type in self._parts.handler_refs:
-            return True
+        """The supervisor's answer: does some handler take ``event_type``?"""
         return await self._parts.handlers.ask(ProxyCall(("handles",), (event_type,), {}))  # type: ignore[no-any-return]
 
     async def _handler(self, event_type: str) -> AsyncioActorRef[Any]:
-        ref = self._parts.handler_refs.get(event_type)
-        if ref is None or not ref.is_alive():
-            ref = await self._parts.handlers.ask(ProxyCall(("ref_for",), (event_type,), {}))
-            assert ref is not None
-            self._parts.handler_refs[event_type] = ref
+        """The supervisor's live handler for ``event_type`` (restarted if it died), kept."""
+        ref: AsyncioActorRef[Any] | None = await self._parts.handlers.ask(
+            ProxyCall(("ref_for",), (event_type,), {})
+        )
+        assert ref is not None
+        self._parts.handler_refs[event_type] = ref
         return ref
 
     def _is_permanent(self, error: Exception) -> bool:
@@ -556,7 +562,7 @@ class SessionActor(AsyncioActor):
             lambda: settle(message.receipt),
             operation,
             pause=pause,
-            too_late=lambda round: not self._context.can_wait(retry.delay(round)),
+            too_late=self._context.too_late,
         )
 
 
